@@ -1,0 +1,60 @@
+# finpipe: `make demo` runs the pipeline on the bundled data, `make test` runs the tests.
+# Both create the virtualenv (.venv) on first use.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export FINPIPE_DATA_ROOT ?= $(CURDIR)/data
+
+.PHONY: demo test lint install postgres-binaries clean
+
+install: $(VENV)/.installed
+
+# torch first: a CUDA build where a GPU is present, else the CPU build (the CPU wheel index
+# when it is reachable; pip's configured indexes otherwise), so no GPU machine pulls CUDA.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || { echo "creating virtualenv $(VENV)"; python3 -m venv $(VENV); }
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "GPU found: installing torch==$(TORCH_VERSION) (CUDA build)"; \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	elif $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/', timeout=5)" 2>/dev/null; then \
+	  echo "no GPU: installing torch==$(TORCH_VERSION) CPU build from $(TORCH_CPU_INDEX)"; \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)" --extra-index-url $(TORCH_CPU_INDEX); \
+	else \
+	  echo "no GPU: installing torch==$(TORCH_VERSION) from the configured package index"; \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	fi
+	@echo "installing finpipe and its dependencies into $(VENV)"
+	@$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml:
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'telemetry:\n  enabled: false\n' > $@
+
+# The deployment tests start a real PostgreSQL server; install Debian's binaries if missing.
+postgres-binaries:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "PostgreSQL server binaries not found: install Debian's postgresql package"; fi
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m finpipe.defs.demo
+
+lint: install
+	$(VENV)/bin/ruff check finpipe finpipe_tests benchmarks
+	$(VENV)/bin/ruff format --check finpipe finpipe_tests benchmarks
+
+test: install postgres-binaries lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .dagster_home data .pytest_cache

@@ -1,0 +1,41 @@
+"""The one Definitions object of finpipe: `dagster dev -m finpipe.definitions`."""
+
+import os
+from typing import Any
+
+import dagster as dg
+
+from finpipe.defs.assets.ingest import INGEST_ASSETS
+from finpipe.defs.checks.quality import INGEST_CHECKS
+from finpipe.defs.jobs import JOBS
+from finpipe.defs.resources import (
+    FredCredentials,
+    MarketDataResource,
+    StorageResource,
+    default_data_root,
+)
+
+ASSETS = [*INGEST_ASSETS]
+CHECKS = [*INGEST_CHECKS]
+
+
+def fred_credentials() -> FredCredentials:
+    """Key from FRED_API_KEY through EnvVar (never logged); absent key means no live macro."""
+    if os.environ.get("FRED_API_KEY"):
+        return FredCredentials(api_key=dg.EnvVar("FRED_API_KEY"))
+    return FredCredentials()
+
+
+def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """The full graph with default resources, any of which `resources` replaces (tests, demos)."""
+    defaults = {
+        "market_data": MarketDataResource(),
+        "storage": StorageResource(root=default_data_root()),
+        "fred": fred_credentials(),
+    }
+    return dg.Definitions(
+        assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, resources={**defaults, **(resources or {})}
+    )
+
+
+defs = build_defs()

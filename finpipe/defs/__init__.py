@@ -1,0 +1,1 @@
+"""The Dagster layer: thin wiring of assets, checks, resources and jobs over domain code."""

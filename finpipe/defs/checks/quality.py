@@ -1,0 +1,141 @@
+"""Data quality checks on the stored ingest tables (rules live in `finpipe.quality`).
+
+One check step per asset reads the stored table once and reports every check: schema, key
+and row rules block downstream assets; gaps, staleness and the quarantine report warn.
+"""
+
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+import pandas as pd
+
+from finpipe.contracts import FUNDAMENTALS, MACRO, PRICES, Contract
+from finpipe.defs.assets.ingest import benchmark_prices, raw_fundamentals, raw_macro, raw_prices
+from finpipe.defs.resources import MarketDataResource, StorageResource
+from finpipe.ingest import read_table
+from finpipe.quality import (
+    RULES_BY_CONTRACT,
+    CheckOutcome,
+    check_gaps,
+    check_rule,
+    check_schema,
+    check_staleness,
+    check_unique_key,
+)
+
+Evaluate = Callable[[pd.DataFrame, MarketDataResource], CheckOutcome]
+
+
+def to_result(name: str, outcome: CheckOutcome, blocking: bool) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+    metadata: dict[str, dg.MetadataValue] = {
+        "failing_rows": dg.MetadataValue.int(outcome.failing_rows)
+    }
+    if outcome.sample is not None and not outcome.sample.empty:
+        metadata["sample"] = dg.MetadataValue.md(
+            outcome.sample.astype(str).to_markdown(index=False)
+        )
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata=metadata,
+    )
+
+
+def _today() -> pd.Timestamp:
+    return pd.Timestamp.today().normalize()
+
+
+def table_checks(contract: Contract) -> list[tuple[str, str, Evaluate, bool]]:
+    """(name, description, evaluate, blocking) of every check a stored table gets."""
+    checks: list[tuple[str, str, Evaluate, bool]] = [
+        (
+            "schema",
+            "columns and dtypes match the contract",
+            lambda f, _: check_schema(f, contract),
+            True,
+        ),
+        ("unique_key", f"unique {contract.key}", lambda f, _: check_unique_key(f, contract), True),
+    ]
+    for rule in RULES_BY_CONTRACT[contract.name]:
+        if rule.name != "duplicate_key":
+            checks.append(
+                (
+                    rule.name,
+                    f"no rows where {rule.description}",
+                    lambda f, _, r=rule: check_rule(f, r, _today()),
+                    True,
+                )
+            )
+    if contract is PRICES:
+        checks += [
+            (
+                "gaps",
+                "no gap longer than market_data.max_gap_days business days",
+                lambda f, m: check_gaps(f, m.max_gap_days),
+                False,
+            ),
+            (
+                "staleness",
+                "newest row within market_data.max_stale_days business days of the end date",
+                lambda f, m: check_staleness(f, pd.Timestamp(m.date_range()[1]), m.max_stale_days),
+                False,
+            ),
+        ]
+    return checks
+
+
+def quarantine_result(storage: StorageResource, dataset: str) -> dg.AssetCheckResult:
+    """Warns while `quarantine/<dataset>` holds rows, with a count per rule."""
+    held = storage.store().read("quarantine", dataset)
+    if held is None or held.empty:
+        return dg.AssetCheckResult(
+            check_name="quarantine", passed=True, description="no quarantined rows"
+        )
+    return dg.AssetCheckResult(
+        check_name="quarantine",
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{len(held)} rows quarantined; see quarantine/{dataset}.parquet",
+        metadata={"by_rule": dg.MetadataValue.json(held["rule"].value_counts().to_dict())},
+    )
+
+
+def quality_checks(
+    asset: dg.AssetsDefinition, dataset: str, contract: Contract
+) -> dg.AssetChecksDefinition:
+    """Every check of one stored dataset, evaluated in a single step."""
+    checks = table_checks(contract)
+    specs = [
+        dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
+        for name, description, _, blocking in checks
+    ]
+    specs.append(
+        dg.AssetCheckSpec("quarantine", asset=asset, description=f"rows of {dataset} in quarantine")
+    )
+
+    @dg.multi_asset_check(specs=specs, name=f"{dataset}_quality")
+    def _checks(
+        market_data: MarketDataResource, storage: StorageResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        frame = read_table(storage.store(), dataset, contract)
+        for name, _, evaluate, blocking in checks:
+            if frame.empty:
+                yield dg.AssetCheckResult(
+                    check_name=name, passed=True, description="no rows stored"
+                )
+            else:
+                yield to_result(name, evaluate(frame, market_data), blocking)
+        yield quarantine_result(storage, dataset)
+
+    return _checks
+
+
+INGEST_CHECKS = [
+    quality_checks(raw_prices, "prices", PRICES),
+    quality_checks(benchmark_prices, "benchmark", PRICES),
+    quality_checks(raw_macro, "macro", MACRO),
+    quality_checks(raw_fundamentals, "fundamentals", FUNDAMENTALS),
+]

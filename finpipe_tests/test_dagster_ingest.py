@@ -1,0 +1,103 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from finpipe.definitions import build_defs, defs
+from finpipe.defs.resources import MarketDataResource, StorageResource
+from finpipe.storage import ParquetStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_defs(root: Path, **market) -> dg.Definitions:
+    config = {"source": "synthetic", "synthetic_n_tickers": 4, "synthetic_n_days": 80, **market}
+    return build_defs(
+        {"market_data": MarketDataResource(**config), "storage": StorageResource(root=str(root))}
+    )
+
+
+def run_ingest(definitions: dg.Definitions) -> dg.ExecuteInProcessResult:
+    return definitions.resolve_job_def("ingest").execute_in_process(raise_on_error=False)
+
+
+def materialization(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    events = result.asset_materializations_for_node(key)
+    return {k: v.value for k, v in events[-1].metadata.items()}
+
+
+def test_definitions_load_with_the_ingest_group():
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {"universe", "raw_prices", "raw_macro", "raw_fundamentals", "benchmark_prices"} <= keys
+
+
+def test_ingest_job_on_synthetic_source_passes_every_check_and_is_idempotent(tmp_path):
+    definitions = synthetic_defs(tmp_path)
+    first = run_ingest(definitions)
+    assert first.success
+    checks = first.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+    assert materialization(first, "raw_prices")["rows_added"] == 4 * 80
+    assert materialization(first, "benchmark_prices")["ticker"] == "^SYN"
+    assert "no macro" in materialization(first, "raw_macro")["skipped"]
+
+    second = run_ingest(definitions)
+    assert second.success
+    assert materialization(second, "raw_prices")["rows_added"] == 0
+    assert materialization(second, "raw_prices")["actions"] == {"unchanged": 4}
+
+    longer = run_ingest(synthetic_defs(tmp_path, synthetic_n_days=90))
+    assert materialization(longer, "raw_prices")["rows_added"] == 4 * 10
+
+
+def test_a_bad_stored_row_fails_the_blocking_check(tmp_path):
+    definitions = synthetic_defs(tmp_path)
+    assert run_ingest(definitions).success
+    store = ParquetStore(str(tmp_path))
+    table = store.read("raw", "prices", "S0001")
+    table.loc[5, "high"] = table.loc[5, "low"] / 2
+    store.write(
+        table, "raw", "prices", "S0001", metadata=store.read_metadata("raw", "prices", "S0001")
+    )
+    result = run_ingest(definitions)
+    failed = {c.check_name: c for c in result.get_asset_check_evaluations() if not c.passed}
+    assert "ohlc_inconsistent" in failed
+    assert failed["ohlc_inconsistent"].severity == dg.AssetCheckSeverity.ERROR
+    assert failed["ohlc_inconsistent"].metadata["failing_rows"].value == 1
+
+
+def test_cli_validates_and_materializes_the_ingest_group_from_bundled_data(tmp_path):
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "FINPIPE_DATA_ROOT": str(tmp_path / "data"),
+    }
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dagster = str(Path(sys.executable).parent / "dagster")
+    validate = subprocess.run(
+        [dagster, "definitions", "validate", "-m", "finpipe.definitions"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert validate.returncode == 0, validate.stderr[-2000:]
+    run = subprocess.run(
+        [dagster, "asset", "materialize", "-m", "finpipe.definitions", "--select", "group:ingest"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "RUN_SUCCESS" in run.stderr + run.stdout
+    store = ParquetStore(str(tmp_path / "data"))
+    assert len(store.names("raw", "prices")) == 20
+    aapl = store.read("raw", "prices", "AAPL")
+    assert aapl["date"].max() == pd.Timestamp("2022-12-28")

@@ -1,0 +1,55 @@
+import pytest
+
+from finpipe.identifiers import (
+    InvalidIdentifierError,
+    validate_series_id,
+    validate_ticker,
+    validate_tickers,
+)
+from finpipe.storage import ParquetStore
+from finpipe.universe import universe_frame
+
+
+@pytest.mark.parametrize(
+    "ticker", ["AAPL", "BRK-B", "7203.T", "^GSPC", "GC=F", "EURUSD=X", "S0001"]
+)
+def test_valid_tickers_pass(ticker):
+    assert validate_ticker(ticker) == ticker
+
+
+@pytest.mark.parametrize(
+    "ticker", ["../../etc", "..", "AAPL/../x", "aapl", "", " AAPL", "A B", "A;DROP", "AAPL\n", None]
+)
+def test_invalid_tickers_are_rejected_with_the_rule(ticker):
+    with pytest.raises(InvalidIdentifierError, match="invalid ticker"):
+        validate_ticker(ticker)
+
+
+def test_duplicate_tickers_rejected():
+    with pytest.raises(InvalidIdentifierError, match="duplicate"):
+        validate_tickers(["AAPL", "MSFT", "AAPL"])
+
+
+@pytest.mark.parametrize("series_id", ["../x", "vixcls", "A-B", ""])
+def test_invalid_series_ids_rejected(series_id):
+    with pytest.raises(InvalidIdentifierError):
+        validate_series_id(series_id)
+
+
+def test_store_validates_before_building_a_path(tmp_path):
+    store = ParquetStore(str(tmp_path))
+    with pytest.raises(InvalidIdentifierError):
+        store.raw_key("prices", "../../etc")
+    with pytest.raises(ValueError):
+        store.path("raw", "..", "x")
+    assert not any(tmp_path.iterdir())
+
+
+def test_universe_from_tickers_validates_and_keeps_known_sectors():
+    frame = universe_frame("aapl, NEWCO")
+    assert frame.to_dict("records") == [
+        {"ticker": "AAPL", "name": "Apple Inc.", "sector": "Information Technology"},
+        {"ticker": "NEWCO", "name": "NEWCO", "sector": "Unknown"},
+    ]
+    with pytest.raises(InvalidIdentifierError):
+        universe_frame("AAPL,../../etc")

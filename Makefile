@@ -9,6 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export FINPIPE_DATA_ROOT ?= $(CURDIR)/data
+LINT_PATHS := $(wildcard finpipe finpipe_tests benchmarks)
 
 .PHONY: demo test lint install postgres-binaries clean
 
@@ -50,8 +51,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m finpipe.defs.demo
 
 lint: install
-	$(VENV)/bin/ruff check finpipe finpipe_tests benchmarks
-	$(VENV)/bin/ruff format --check finpipe finpipe_tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 test: install postgres-binaries lint
 	$(PY) -m pytest

@@ -1,0 +1,327 @@
+"""The Forecaster interface every model family honours (scikit-learn style).
+
+    model = create_model("lstm", horizons=[1, 5, 20], hidden_size=32)
+    model.fit(train, valid, progress=log_epoch)     # PanelData views from time_split
+    predictions = model.predict(test)               # long: date, ticker, horizon, prediction
+    model.save(path); same = Forecaster.load(path)
+
+Every model predicts all its horizons at once. Feature and target scaling are fit on the
+training view only and saved with the model. After `fit`, `metrics` holds validation
+metrics (loss, and per horizon rank IC, IC, directional accuracy, MSE) and `history` one
+dict per epoch; `progress` receives those dicts as they happen, so an orchestrator can log
+them without this package knowing about it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from finpipe.metrics import forecast_metrics
+from finpipe.models.panel import (
+    FeatureScaler,
+    PanelData,
+    PanelDataError,
+    TargetScaler,
+    time_split,
+)
+from finpipe.models.training import ProgressCallback
+
+if TYPE_CHECKING:
+    import optuna
+
+FORMAT_VERSION = 1
+META_FILE = "model.json"
+
+# Settings every family takes, besides its own hyperparameters.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "horizons": None,  # None: every horizon in the training labels
+    "valid_fraction": 0.2,  # share of training dates held out when fit() gets no valid set
+    "seed": 0,
+}
+
+
+class NotFittedError(RuntimeError):
+    """predict/save called before fit."""
+
+
+class LeakageError(ValueError):
+    """Training labels reach into the validation period."""
+
+
+def quantile_column(level: float) -> str:
+    """Name of the prediction column for a quantile level, e.g. 0.1 -> 'quantile_0.1'."""
+    return f"quantile_{level:g}"
+
+
+class Forecaster(ABC):
+    """Fit on a training panel view, predict every horizon, save and load, report metrics."""
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]]
+    # Whether the family can emit quantile columns (when configured for them) and
+    # stochastic samples from predict_samples.
+    supports_quantiles: ClassVar[bool] = False
+    supports_samples: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise TypeError(
+                f"{self.name} does not take {unknown}; its parameters are {sorted(self.defaults)}"
+            )
+        self.params: dict[str, Any] = {**copy.deepcopy(self.defaults), **params}
+        self.metrics: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.feature_names: tuple[str, ...] | None = None
+        self.horizons: tuple[int, ...] | None = None
+        self.feature_scaler: FeatureScaler | None = None
+        self.target_scaler: TargetScaler | None = None
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.params.items() if self.defaults.get(k) != v}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def get_params(self) -> dict[str, Any]:
+        """The model's parameters, enough to rebuild it with create_model."""
+        return dict(self.params)
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        """Hyperparameters an Optuna trial proposes for this family."""
+        raise NotImplementedError(f"{cls.name} defines no search space")
+
+    @abstractmethod
+    def fit(
+        self,
+        train: PanelData,
+        valid: PanelData | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """Fit on `train`, early-stopping and reporting metrics on `valid`.
+
+        Without `valid`, the last `valid_fraction` of the training dates is held out with
+        an embargo of the longest horizon.
+        """
+
+    @abstractmethod
+    def _predict_outputs(self, panel: PanelData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(date_idx, ticker_idx, outputs [n, H, K] in return units) for the view's samples."""
+
+    def predict(self, data: PanelData | pd.DataFrame) -> pd.DataFrame:
+        """Long predictions `date, ticker, horizon, prediction` for every sample of `data`,
+        plus a `quantile_<level>` column per quantile where the model has them."""
+        panel = self._aligned(data)
+        d_idx, t_idx, outputs = self._predict_outputs(panel)
+        frame = self._long_frame(panel, d_idx, t_idx, self._point(outputs))
+        for k, level in enumerate(self._quantile_levels()):
+            frame[quantile_column(level)] = outputs[:, :, k].reshape(-1).astype(np.float64)
+        return frame
+
+    def predict_samples(
+        self, data: PanelData | pd.DataFrame, n: int, seed: int = 0
+    ) -> pd.DataFrame:
+        """`n` stochastic predictions per row: `date, ticker, horizon, sample, prediction`."""
+        raise NotImplementedError(
+            f"{self.name} has no stochastic samples; use a PyTorch family (MC dropout) "
+            "or random_forest (per-tree predictions)"
+        )
+
+    def _quantile_levels(self) -> tuple[float, ...]:
+        """Quantile levels of the K outputs, or () for a single point output."""
+        return ()
+
+    def _point(self, outputs: np.ndarray) -> np.ndarray:
+        """Point prediction [n, H] from outputs [n, H, K]: the median for quantile outputs."""
+        levels = self._quantile_levels()
+        return outputs[:, :, levels.index(0.5)] if levels else outputs[:, :, 0]
+
+    def _long_frame(
+        self, panel: PanelData, d_idx: np.ndarray, t_idx: np.ndarray, values: np.ndarray
+    ) -> pd.DataFrame:
+        n_h = len(self.horizons or ())
+        return pd.DataFrame(
+            {
+                "date": np.repeat(panel.dates.values[d_idx], n_h),
+                "ticker": np.repeat(panel.tickers.values[t_idx], n_h),
+                "horizon": np.tile(np.array(self.horizons, np.int64), len(d_idx)),
+                "prediction": values.reshape(-1).astype(np.float64),
+            }
+        )
+
+    # -- shared fit plumbing -------------------------------------------------------------
+
+    def _prepare(self, train: PanelData, valid: PanelData | None) -> tuple[PanelData, PanelData]:
+        """Choose horizons, hold out validation if needed, check for leakage, fit scalers."""
+        requested = self.params["horizons"]
+        horizons = tuple(int(h) for h in (requested or train.horizons))
+        missing = sorted(set(horizons) - set(train.horizons))
+        if not horizons or missing:
+            raise PanelDataError(
+                f"{self.name}: labels lack horizons {missing or 'all'}; panel has {train.horizons}"
+            )
+        train = _with_horizons(train, horizons)
+        if valid is None:
+            train, valid = time_split(train, valid_fraction=self.params["valid_fraction"])
+        else:
+            valid = _with_horizons(valid, horizons)
+        _check_no_overlap(train, valid)
+        if train.n_samples == 0 or not train.has_labels:
+            raise PanelDataError(f"{self.name}: the training view has no labelled samples")
+        self.horizons = horizons
+        self.feature_names = train.feature_names
+        self.feature_scaler = FeatureScaler.fit(train)
+        self.target_scaler = TargetScaler.fit(train)
+        return train, valid
+
+    def _aligned(self, data: PanelData | pd.DataFrame) -> PanelData:
+        """`data` as a panel whose features are in this model's training order."""
+        if self.feature_names is None or self.horizons is None:
+            raise NotFittedError(f"{self.name} is not fitted; call fit() first")
+        panel = data if isinstance(data, PanelData) else PanelData.from_frames(data)
+        if panel.feature_names == self.feature_names:
+            return panel
+        missing = [f for f in self.feature_names if f not in panel.feature_names]
+        if missing:
+            raise PanelDataError(f"{self.name}: input lacks features it was trained on: {missing}")
+        order = [panel.feature_names.index(f) for f in self.feature_names]
+        return PanelData(
+            dates=panel.dates,
+            tickers=panel.tickers,
+            feature_names=self.feature_names,
+            horizons=panel.horizons,
+            features=panel.features[:, :, order],
+            targets=panel.targets,
+            label_end=panel.label_end,
+            sample_mask=panel.sample_mask,
+        )
+
+    def validation_metrics(self, valid: PanelData) -> dict[str, float]:
+        """Flat per-horizon metrics of this model's predictions on a labelled view."""
+        predictions = self.predict(valid)
+        labelled = predictions.merge(
+            valid.labels_frame(), on=["date", "ticker", "horizon"], how="inner"
+        )
+        table = forecast_metrics(labelled)
+        out: dict[str, float] = {"n_valid": float(len(labelled))}
+        for horizon, row in table.iterrows():
+            for metric in ("rank_ic", "rank_ic_se", "ic", "directional_accuracy", "mse"):
+                out[f"{metric}_h{horizon}"] = float(row[metric])
+        return out
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model to directory `path`, replacing it atomically."""
+        if self.feature_scaler is None or self.target_scaler is None:
+            raise NotFittedError(f"{self.name} is not fitted; nothing to save")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        staging.mkdir()
+        try:
+            meta = {
+                "format": FORMAT_VERSION,
+                "family": self.name,
+                "params": self.params,
+                "feature_names": list(self.feature_names or ()),
+                "horizons": list(self.horizons or ()),
+                "feature_scaler": self.feature_scaler.to_dict(),
+                "target_scaler": self.target_scaler.to_dict(),
+                "metrics": self.metrics,
+                "history": self.history,
+                "state": self._save_state(staging),
+            }
+            (staging / META_FILE).write_text(json.dumps(meta, indent=1, default=_jsonable))
+            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+            if target.exists():
+                os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Forecaster:
+        """Load a model saved by `save`; on the base class, the family is read from disk."""
+        from finpipe.models.registry import MODEL_REGISTRY
+
+        directory = Path(path)
+        meta = json.loads((directory / META_FILE).read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported model format {meta.get('format')}")
+        family = MODEL_REGISTRY.get(meta["family"])
+        if family is None:
+            raise KeyError(f"{directory}: unknown model family {meta['family']!r}")
+        if not issubclass(family, cls):
+            raise TypeError(f"{directory} holds a {meta['family']} model, not a {cls.__name__}")
+        model = family(**meta["params"])
+        model.feature_names = tuple(meta["feature_names"])
+        model.horizons = tuple(int(h) for h in meta["horizons"])
+        model.feature_scaler = FeatureScaler.from_dict(meta["feature_scaler"])
+        model.target_scaler = TargetScaler.from_dict(meta["target_scaler"])
+        model.metrics = meta["metrics"]
+        model.history = meta["history"]
+        model._load_state(directory, meta["state"])
+        return model
+
+    @abstractmethod
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        """Write fitted state into `directory`; return JSON-able facts needed to load it."""
+
+    @abstractmethod
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        """Restore what `_save_state` wrote."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | np.ndarray):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in model.json")
+
+
+def _with_horizons(panel: PanelData, horizons: tuple[int, ...]) -> PanelData:
+    """The view with target columns for exactly `horizons` (no copy if already so)."""
+    if panel.horizons == horizons:
+        return panel
+    missing = sorted(set(horizons) - set(panel.horizons))
+    if missing:
+        raise PanelDataError(f"panel lacks labels for horizons {missing}")
+    order = [panel.horizons.index(h) for h in horizons]
+    return PanelData(
+        dates=panel.dates,
+        tickers=panel.tickers,
+        feature_names=panel.feature_names,
+        horizons=horizons,
+        features=panel.features,
+        targets=panel.targets[:, :, order],
+        label_end=panel.label_end,
+        sample_mask=panel.sample_mask,
+    )
+
+
+def _check_no_overlap(train: PanelData, valid: PanelData) -> None:
+    """Refuse training labels that end on or after the first validation date."""
+    valid_dates = valid.sample_dates()
+    if len(valid_dates) == 0:
+        raise PanelDataError("the validation view has no samples")
+    ends = train.label_end[train.sample_mask]
+    ends = ends[ends != np.iinfo(np.int64).min]
+    if len(ends) and ends.max() >= valid_dates[0].value:
+        raise LeakageError(
+            f"training labels end as late as {pd.Timestamp(ends.max()).date()}, on or after the "
+            f"first validation date {valid_dates[0].date()}; split with time_split(), which "
+            "purges by label_end and embargoes the longest horizon"
+        )

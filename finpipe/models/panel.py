@@ -1,0 +1,409 @@
+"""Dense model-ready panels built once from the long features and labels tables.
+
+`PanelData` holds float32 arrays [dates, tickers, features] and [dates, tickers, horizons]
+plus a boolean [dates, tickers] sample mask. Train, validation and test sets are views:
+they share the arrays and differ only in their masks, so a validation sample's window can
+read feature rows from the training period (past information) without copying anything.
+
+`time_split` cuts a view in two by date with purging by `label_end` and an embargo of at
+least the longest horizon; `FeatureScaler` is fit on training rows only; `WindowDataset`
+serves sequence windows by indexing into one standardised array (memory stays linear in
+the panel size, whatever the window length).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+LABEL_COLUMNS = ("date", "ticker", "horizon", "fwd_return", "label_end")
+_NAT = np.iinfo(np.int64).min
+
+
+class PanelDataError(ValueError):
+    """Features or labels that cannot be turned into a panel; the message says what to fix."""
+
+
+def _codes(values: pd.Series, index: pd.Index, what: str) -> np.ndarray:
+    codes = index.get_indexer(values)
+    if (codes < 0).any():
+        missing = pd.unique(values[codes < 0])[:5]
+        raise PanelDataError(f"{what} {list(missing)} are not in the features table")
+    return codes
+
+
+@dataclass(frozen=True, eq=False)
+class PanelData:
+    """Dense feature/target arrays for a panel and the (date, ticker) samples of this view.
+
+    features: float32 [T, N, F], NaN where a feature is missing.
+    targets: float32 [T, N, H], NaN where a label is missing (all NaN without labels).
+    label_end: int64 nanoseconds [T, N], the last date any of the sample's labels reads
+        (NaT's int value where there is no label).
+    sample_mask: bool [T, N], which (date, ticker) pairs belong to this view.
+    """
+
+    dates: pd.DatetimeIndex
+    tickers: pd.Index
+    feature_names: tuple[str, ...]
+    horizons: tuple[int, ...]
+    features: np.ndarray
+    targets: np.ndarray
+    label_end: np.ndarray
+    sample_mask: np.ndarray
+
+    @classmethod
+    def from_frames(
+        cls,
+        features: pd.DataFrame,
+        labels: pd.DataFrame | None = None,
+        horizons: tuple[int, ...] | list[int] | None = None,
+    ) -> PanelData:
+        """Build the dense panel from the long features table and (optionally) labels.
+
+        Every feature row becomes a sample; labels are looked up by (date, ticker, horizon)
+        and missing ones stay NaN. `horizons` defaults to every horizon in `labels`.
+        """
+        for col in ("date", "ticker"):
+            if col not in features:
+                raise PanelDataError(f"features table needs a {col!r} column")
+        feature_names = tuple(c for c in features.columns if c not in ("date", "ticker"))
+        if not feature_names:
+            raise PanelDataError("features table has no feature columns besides date, ticker")
+        non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(features[c])]
+        if non_numeric:
+            raise PanelDataError(f"feature columns must be numeric; these are not: {non_numeric}")
+        if features.duplicated(["date", "ticker"]).any():
+            raise PanelDataError("features table has duplicate (date, ticker) rows")
+        dates = pd.DatetimeIndex(np.sort(features["date"].unique()))
+        tickers = pd.Index(np.sort(features["ticker"].astype(str).unique()), dtype=object)
+        d_idx = _codes(features["date"], dates, "dates")
+        t_idx = _codes(features["ticker"].astype(str), tickers, "tickers")
+        values = np.full((len(dates), len(tickers), len(feature_names)), np.nan, np.float32)
+        values[d_idx, t_idx] = features[list(feature_names)].to_numpy(np.float32)
+        values[~np.isfinite(values)] = np.nan
+        present = np.zeros((len(dates), len(tickers)), bool)
+        present[d_idx, t_idx] = True
+
+        if labels is None:
+            horizons = tuple(int(h) for h in horizons or ())
+            targets = np.full((len(dates), len(tickers), len(horizons)), np.nan, np.float32)
+            label_end = np.full((len(dates), len(tickers)), _NAT, np.int64)
+        else:
+            missing = [c for c in LABEL_COLUMNS if c not in labels]
+            if missing:
+                raise PanelDataError(f"labels table lacks columns {missing}")
+            if horizons is None:
+                horizons = tuple(int(h) for h in np.sort(labels["horizon"].unique()))
+            horizons = tuple(int(h) for h in horizons)
+            targets, label_end = _label_arrays(labels, dates, tickers, horizons)
+        return cls(
+            dates=dates,
+            tickers=tickers,
+            feature_names=feature_names,
+            horizons=horizons,
+            features=values,
+            targets=targets,
+            label_end=label_end,
+            sample_mask=present,
+        )
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.sample_mask.sum())
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(np.isfinite(self.targets).any())
+
+    def view(self, sample_mask: np.ndarray) -> PanelData:
+        """The same arrays with another sample mask (intersected with this view's)."""
+        return dataclasses.replace(self, sample_mask=self.sample_mask & sample_mask)
+
+    def select(self, start: Any = None, end: Any = None) -> PanelData:
+        """The view restricted to dates in [start, end] (either bound optional)."""
+        keep = np.ones(len(self.dates), bool)
+        if start is not None:
+            keep &= self.dates >= pd.Timestamp(start)
+        if end is not None:
+            keep &= self.dates <= pd.Timestamp(end)
+        return self.view(keep[:, None])
+
+    def with_history(self, days: int) -> PanelData:
+        """The view cut down (without copying) to its sample dates plus `days` earlier dates,
+        which is all that windows of length days + 1 read."""
+        rows = np.flatnonzero(self.sample_mask.any(axis=1))
+        if len(rows) == 0:
+            return self
+        lo, hi = max(int(rows[0]) - days, 0), int(rows[-1]) + 1
+        return PanelData(
+            dates=self.dates[lo:hi],
+            tickers=self.tickers,
+            feature_names=self.feature_names,
+            horizons=self.horizons,
+            features=self.features[lo:hi],
+            targets=self.targets[lo:hi],
+            label_end=self.label_end[lo:hi],
+            sample_mask=self.sample_mask[lo:hi],
+        )
+
+    def sample_index(self, require_target: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(date_idx, ticker_idx) of this view's samples, date-major order.
+
+        With `require_target`, only samples with at least one finite label.
+        """
+        mask = self.sample_mask
+        if require_target:
+            mask = mask & np.isfinite(self.targets).any(axis=2)
+        d_idx, t_idx = np.nonzero(mask)
+        return d_idx.astype(np.int64), t_idx.astype(np.int64)
+
+    def sample_dates(self) -> pd.DatetimeIndex:
+        """Dates that hold at least one sample of this view."""
+        return self.dates[self.sample_mask.any(axis=1)]
+
+    def labels_frame(self) -> pd.DataFrame:
+        """This view's labels in long form: date, ticker, horizon, fwd_return."""
+        d_idx, t_idx = self.sample_index(require_target=True)
+        n_h = len(self.horizons)
+        values = self.targets[d_idx, t_idx].reshape(-1)
+        frame = pd.DataFrame(
+            {
+                "date": np.repeat(self.dates.values[d_idx], n_h),
+                "ticker": np.repeat(self.tickers.values[t_idx], n_h),
+                "horizon": np.tile(np.array(self.horizons, np.int64), len(d_idx)),
+                "fwd_return": values.astype(np.float64),
+            }
+        )
+        return frame[np.isfinite(values)].reset_index(drop=True)
+
+
+def _label_arrays(
+    labels: pd.DataFrame, dates: pd.DatetimeIndex, tickers: pd.Index, horizons: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    keep = labels["horizon"].isin(horizons)
+    labels = labels[keep]
+    d_idx = dates.get_indexer(labels["date"])
+    t_idx = tickers.get_indexer(labels["ticker"].astype(str))
+    h_idx = pd.Index(horizons).get_indexer(labels["horizon"])
+    on_panel = (d_idx >= 0) & (t_idx >= 0)
+    d_idx, t_idx, h_idx = d_idx[on_panel], t_idx[on_panel], h_idx[on_panel]
+    if pd.DataFrame({"d": d_idx, "t": t_idx, "h": h_idx}).duplicated().any():
+        raise PanelDataError("labels table has duplicate (date, ticker, horizon) rows")
+    targets = np.full((len(dates), len(tickers), len(horizons)), np.nan, np.float32)
+    targets[d_idx, t_idx, h_idx] = labels["fwd_return"].to_numpy(np.float32)[on_panel]
+    targets[~np.isfinite(targets)] = np.nan
+    ends = pd.to_datetime(labels["label_end"]).to_numpy("datetime64[ns]").view(np.int64)[on_panel]
+    ends = np.where(np.isfinite(labels["fwd_return"].to_numpy(np.float64))[on_panel], ends, _NAT)
+    label_end = np.full((len(dates), len(tickers)), _NAT, np.int64)
+    np.maximum.at(label_end, (d_idx, t_idx), ends)
+    return targets, label_end
+
+
+def time_split(
+    panel: PanelData,
+    valid_fraction: float = 0.2,
+    valid_start: Any = None,
+    embargo: int | None = None,
+) -> tuple[PanelData, PanelData]:
+    """Split a view by date into (earlier, later) with purging and an embargo.
+
+    The later part starts at `valid_start` (or covers the last `valid_fraction` of this
+    view's dates). The earlier part keeps only samples whose labels all end before the later
+    part starts (purge by `label_end`) and dates more than `embargo` trading days before it;
+    `embargo` defaults to, and may not be below, the longest horizon.
+    """
+    longest = max(panel.horizons, default=0)
+    embargo = longest if embargo is None else embargo
+    if embargo < longest:
+        raise ValueError(f"embargo {embargo} is shorter than the longest horizon {longest}")
+    view_dates = np.flatnonzero(panel.sample_mask.any(axis=1))
+    if len(view_dates) < 2:
+        raise PanelDataError("cannot split a view with fewer than two dates")
+    if valid_start is None:
+        if not 0.0 < valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+        first_valid = view_dates[int(len(view_dates) * (1.0 - valid_fraction))]
+    else:
+        first_valid = int(np.searchsorted(panel.dates.values, np.datetime64(valid_start)))
+    later = np.zeros(len(panel.dates), bool)
+    later[first_valid:] = True
+    earlier_dates = np.zeros(len(panel.dates), bool)
+    earlier_dates[: max(first_valid - embargo, 0)] = True
+    if first_valid < len(panel.dates):
+        cutoff = panel.dates.values[first_valid].astype("datetime64[ns]").view(np.int64)
+        purged = panel.label_end < cutoff
+    else:
+        purged = np.ones_like(panel.sample_mask)
+    earlier = panel.view(earlier_dates[:, None] & purged)
+    if earlier.n_samples == 0:
+        start = panel.dates[min(first_valid, len(panel.dates) - 1)]
+        raise PanelDataError(
+            f"no training samples remain before {start} after a {embargo}-day embargo and "
+            "purging by label_end; use a later split"
+        )
+    return earlier, panel.view(later[:, None])
+
+
+@dataclass(frozen=True)
+class FeatureScaler:
+    """Per-feature robust standardisation: (x - median) / (IQR / 1.349), clipped, NaN -> 0.
+
+    Fit on training rows only, then applied unchanged to validation and test rows.
+    """
+
+    center: np.ndarray
+    scale: np.ndarray
+    clip: float = 5.0
+
+    @classmethod
+    def fit(cls, panel: PanelData, clip: float = 5.0) -> FeatureScaler:
+        rows = panel.features[panel.sample_mask]
+        if len(rows) == 0:
+            raise PanelDataError("cannot fit a feature scaler on a view with no samples")
+        with np.errstate(all="ignore"):
+            q25, center, q75 = np.nanquantile(rows, [0.25, 0.5, 0.75], axis=0)
+            scale = (q75 - q25) / 1.349
+            std = np.nanstd(rows, axis=0)
+        scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
+        center = np.nan_to_num(center)
+        return cls(center.astype(np.float32), scale.astype(np.float32), float(clip))
+
+    def transform(self, features: np.ndarray, pad: int = 0) -> np.ndarray:
+        """Standardised float32 copy of [T, N, F] features, with `pad` zero rows in front."""
+        out = np.zeros((features.shape[0] + pad, *features.shape[1:]), np.float32)
+        body = out[pad:]
+        np.subtract(features, self.center, out=body)
+        body /= self.scale
+        np.clip(body, -self.clip, self.clip, out=body)
+        body[np.isnan(body)] = 0.0
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"center": self.center.tolist(), "scale": self.scale.tolist(), "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> FeatureScaler:
+        return cls(
+            np.asarray(state["center"], np.float32),
+            np.asarray(state["scale"], np.float32),
+            float(state["clip"]),
+        )
+
+
+@dataclass(frozen=True)
+class TargetScaler:
+    """Per-horizon mean and standard deviation of training labels, so every horizon's loss
+    has the same scale; predictions are mapped back to returns."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, panel: PanelData) -> TargetScaler:
+        rows = panel.targets[panel.sample_mask]
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(rows, axis=0)
+            std = np.nanstd(rows, axis=0)
+        if not np.isfinite(mean).all():
+            raise PanelDataError(
+                f"training view has no labels for some horizons of {panel.horizons}"
+            )
+        std = np.where(std > 1e-12, std, 1.0)
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    def transform(self, targets: np.ndarray) -> np.ndarray:
+        return (targets - self.mean) / self.std
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        """Map standardised outputs [..., H, K] (K point/quantile outputs) back to returns."""
+        return values * self.std[:, None] + self.mean[:, None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TargetScaler:
+        return cls(np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32))
+
+
+class WindowDataset(Dataset):
+    """Samples (window [L, F], target [H], target mask [H]) gathered lazily by fancy indexing.
+
+    `features` is one standardised array [L - 1 + T, N, F] with L - 1 zero rows in front, so
+    the window of (date t, ticker i) is rows t .. t + L - 1 of ticker i: days before the panel
+    starts read as zeros (the training median). Nothing per window is materialised.
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        target_mask: torch.Tensor,
+        date_idx: torch.Tensor,
+        ticker_idx: torch.Tensor,
+        window: int,
+    ) -> None:
+        self.features = features
+        self.targets = targets
+        self.target_mask = target_mask
+        self.date_idx = date_idx
+        self.ticker_idx = ticker_idx
+        self.window = window
+        n_tickers = features.shape[1]
+        self._rows = features.reshape(-1, features.shape[2])
+        self._offsets = torch.arange(window, device=features.device) * n_tickers
+        self._n_tickers = n_tickers
+
+    def __len__(self) -> int:
+        return len(self.date_idx)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y, m = self.gather(torch.as_tensor([k]))
+        return x[0], y[0], m[0]
+
+    def __getitems__(self, ks: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.gather(torch.as_tensor(ks))
+
+    def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch for sample ids: windows [B, L, F], targets [B, H], target mask [B, H]."""
+        ids = ids.to(self.date_idx.device)
+        d = self.date_idx[ids]
+        t = self.ticker_idx[ids]
+        flat = (d * self._n_tickers + t)[:, None] + self._offsets
+        x = self._rows.index_select(0, flat.reshape(-1))
+        x = x.view(len(ids), self.window, self._rows.shape[1])
+        return x, self.targets[d, t], self.target_mask[d, t]
+
+
+def window_dataset(
+    standardised: torch.Tensor,
+    panel: PanelData,
+    target_scaler: TargetScaler | None,
+    window: int,
+    require_target: bool,
+) -> WindowDataset:
+    """WindowDataset over a view's samples; `standardised` is the padded feature tensor."""
+    d_idx, t_idx = panel.sample_index(require_target=require_target)
+    device = standardised.device
+    if target_scaler is not None:
+        scaled = target_scaler.transform(panel.targets)
+        mask = np.isfinite(scaled)
+        targets = torch.from_numpy(np.where(mask, scaled, 0.0).astype(np.float32))
+    else:
+        mask = np.zeros(panel.targets.shape, bool)
+        targets = torch.zeros(panel.targets.shape, dtype=torch.float32)
+    return WindowDataset(
+        standardised,
+        targets.to(device),
+        torch.from_numpy(mask).to(device),
+        torch.from_numpy(d_idx).to(device),
+        torch.from_numpy(t_idx).to(device),
+        window,
+    )

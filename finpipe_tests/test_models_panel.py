@@ -1,0 +1,136 @@
+"""PanelData construction, purged/embargoed time splits, train-only scaling, lazy windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from finpipe.models import LeakageError, PanelData, PanelDataError, create_model, time_split
+from finpipe.models.panel import FeatureScaler, TargetScaler, window_dataset
+from finpipe_tests.synthetic_model_data import FEATURES, model_frames
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return model_frames(n_tickers=6, n_days=160, seed=3)
+
+
+@pytest.fixture(scope="module")
+def panel(frames: tuple[pd.DataFrame, pd.DataFrame]) -> PanelData:
+    return PanelData.from_frames(*frames)
+
+
+def test_dense_arrays_match_long_frames(
+    frames: tuple[pd.DataFrame, pd.DataFrame], panel: PanelData
+) -> None:
+    features, labels = frames
+    assert panel.features.shape == (160, 6, len(FEATURES))
+    assert panel.targets.shape == (160, 6, 3)
+    assert panel.features.dtype == np.float32 and panel.targets.dtype == np.float32
+    assert panel.horizons == (1, 5, 20)
+    row = features.iloc[500]
+    d = panel.dates.get_loc(row["date"])
+    t = panel.tickers.get_loc(row["ticker"])
+    np.testing.assert_allclose(panel.features[d, t], row[list(FEATURES)].to_numpy(float), 1e-6)
+    label = labels[(labels["horizon"] == 5)].iloc[100]
+    d = panel.dates.get_loc(label["date"])
+    t = panel.tickers.get_loc(label["ticker"])
+    assert panel.targets[d, t, 1] == pytest.approx(label["fwd_return"], rel=1e-6)
+    # The last 20 dates have no 20-day label; a sample's label_end is its longest label's end.
+    assert np.isnan(panel.targets[-20:, :, 2]).all()
+    assert (
+        panel.label_end[d, t]
+        == labels[(labels["date"] == label["date"]) & (labels["ticker"] == label["ticker"])][
+            "label_end"
+        ]
+        .max()
+        .value
+    )
+
+
+def test_bad_inputs_are_named(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    features, labels = frames
+    with pytest.raises(PanelDataError, match="duplicate"):
+        PanelData.from_frames(pd.concat([features, features.head(1)]), labels)
+    with pytest.raises(PanelDataError, match="numeric"):
+        PanelData.from_frames(features.assign(sector="x"), labels)
+    with pytest.raises(PanelDataError, match="label_end"):
+        PanelData.from_frames(features, labels.drop(columns="label_end"))
+
+
+def test_time_split_purges_and_embargoes(panel: PanelData) -> None:
+    train, valid = time_split(panel, valid_fraction=0.25)
+    first_valid = valid.sample_dates()[0]
+    last_train = train.sample_dates()[-1]
+    assert train.label_end[train.sample_mask].max() < first_valid.value
+    gap = panel.dates.get_loc(first_valid) - panel.dates.get_loc(last_train)
+    assert gap > max(panel.horizons)
+    assert not (train.sample_mask & valid.sample_mask).any()
+    assert train.features is panel.features  # views share arrays
+    with pytest.raises(ValueError, match="embargo"):
+        time_split(panel, embargo=5)
+
+
+def test_nested_splits_stay_purged(panel: PanelData) -> None:
+    rest, test = time_split(panel, valid_fraction=0.3)
+    train, valid = time_split(rest, valid_fraction=0.3)
+    assert valid.label_end[valid.sample_mask].max() < test.sample_dates()[0].value
+    assert train.label_end[train.sample_mask].max() < valid.sample_dates()[0].value
+
+
+def test_overlapping_validation_is_refused(panel: PanelData) -> None:
+    train = panel.select(end=panel.dates[100])
+    valid = panel.select(start=panel.dates[101])
+    with pytest.raises(LeakageError, match="time_split"):
+        create_model("ridge").fit(train, valid)
+
+
+def test_scaler_uses_training_rows_only(panel: PanelData) -> None:
+    train, _ = time_split(panel, valid_fraction=0.25)
+    scaler = FeatureScaler.fit(train)
+    later = panel.features.copy()
+    later[~train.sample_mask] *= 1000.0  # change everything outside the training view
+    shocked = PanelData(
+        panel.dates,
+        panel.tickers,
+        panel.feature_names,
+        panel.horizons,
+        later,
+        panel.targets,
+        panel.label_end,
+        panel.sample_mask,
+    )
+    other = FeatureScaler.fit(shocked.view(train.sample_mask))
+    np.testing.assert_array_equal(scaler.center, other.center)
+    np.testing.assert_array_equal(scaler.scale, other.scale)
+    x = scaler.transform(panel.features)
+    assert np.isfinite(x).all() and np.abs(x).max() <= scaler.clip
+    assert (x[np.isnan(panel.features)] == 0).all()
+
+
+def test_windows_index_into_one_array(panel: PanelData) -> None:
+    window = 10
+    scaler = FeatureScaler.fit(panel)
+    standardised = torch.from_numpy(scaler.transform(panel.features, pad=window - 1))
+    data = window_dataset(standardised, panel, TargetScaler.fit(panel), window, True)
+    assert data.features.data_ptr() == standardised.data_ptr()
+    own = sum(
+        t.numel() * t.element_size()
+        for t in (data.targets, data.target_mask, data.date_idx, data.ticker_idx)
+    )
+    assert own < 4 * panel.targets.nbytes + 4 * panel.features.nbytes  # linear, no windows
+    ids = torch.tensor([0, 7, len(data) - 1])
+    x, y, m = data.gather(ids)
+    assert x.shape == (3, window, len(FEATURES)) and y.shape == (3, 3) and m.shape == (3, 3)
+    plain = scaler.transform(panel.features)
+    for row, k in enumerate(ids.tolist()):
+        d, t = int(data.date_idx[k]), int(data.ticker_idx[k])
+        rows = np.arange(d - window + 1, d + 1)
+        expected = np.where(rows[:, None] >= 0, plain[np.maximum(rows, 0), t], 0.0)
+        np.testing.assert_array_equal(x[row].numpy(), expected)
+    item = data[7]
+    torch.testing.assert_close(item[0], x[1])

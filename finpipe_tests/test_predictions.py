@@ -1,0 +1,179 @@
+"""Predictions Parquet: the exact schema (dtypes included) read back with plain pandas and
+pyarrow, clear errors for bad frames, and a prediction history that is partitioned by date,
+idempotent per date, and fills realised returns once they are known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from finpipe.predictions import (
+    HISTORY_COLUMNS,
+    HISTORY_SCHEMA,
+    PREDICTIONS_COLUMNS,
+    PREDICTIONS_SCHEMA,
+    PredictionsError,
+    conform_predictions,
+    fill_realised,
+    history_dates,
+    predictions_table,
+    predictions_violations,
+    read_prediction_history,
+    read_predictions,
+    write_prediction_history,
+    write_predictions,
+)
+from finpipe.storage import ParquetStore
+from finpipe.uncertainty import SplitConformal
+
+TICKERS = ["AAA", "BBB", "CCC"]
+MODELS = ["ensemble", "lstm", "ridge"]
+
+
+def _predictions(date: str, shift: float = 0.0) -> pd.DataFrame:
+    """A loosely typed predictions frame (object tickers, int32 horizons) for one date."""
+    n = len(TICKERS) * 2 * len(MODELS)
+    rng = np.random.default_rng(0)
+    prediction = rng.normal(0, 0.01, n) + shift
+    return pd.DataFrame(
+        {
+            "date": date,
+            "ticker": np.repeat(np.array(TICKERS, dtype=object), 2 * len(MODELS)),
+            "horizon": np.tile(np.repeat(np.array([1, 5], np.int32), len(MODELS)), len(TICKERS)),
+            "model": np.tile(MODELS, len(TICKERS) * 2),
+            "prediction": prediction,
+            "lower": prediction - 0.02,
+            "upper": prediction + 0.02,
+            "interval_level": 0.8,
+            "confidence": 0.1,
+            "model_version": "v1",
+        }
+    )
+
+
+def test_written_predictions_match_the_schema_exactly(tmp_path: Path) -> None:
+    store = ParquetStore(str(tmp_path))
+    path = write_predictions(store, _predictions("2024-01-02"), metadata={"picp_h1": "0.8"})
+    assert pq.read_schema(path).remove_metadata() == PREDICTIONS_SCHEMA
+    plain = pd.read_parquet(path)
+    assert {c: str(t) for c, t in plain.dtypes.items()} == PREDICTIONS_COLUMNS
+    assert predictions_violations(plain) == []
+    pd.testing.assert_frame_equal(plain, read_predictions(store))
+    arrow = pq.read_table(path).to_pandas()
+    assert list(arrow.columns) == list(PREDICTIONS_COLUMNS)
+    assert store.read_metadata("predictions", "latest") == {"picp_h1": "0.8"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns="confidence"), "missing columns \\['confidence'\\]"),
+        (lambda f: f.assign(extra=1), "unknown columns \\['extra'\\]"),
+        (lambda f: f.assign(lower=f["upper"] + 1), "lower > upper"),
+        (lambda f: f.assign(confidence=1.5), "confidence must be in \\[0, 1\\]"),
+        (lambda f: f.assign(interval_level=80.0), "interval_level must be in \\(0, 1\\)"),
+        (lambda f: f.assign(horizon=1.5), "'horizon' is not int64"),
+        (lambda f: f.assign(prediction=np.nan), "prediction must be finite"),
+        (lambda f: f.assign(model_version=None), "missing model_version"),
+        (lambda f: pd.concat([f, f.head(1)]), "1 duplicate"),
+    ],
+)
+def test_bad_predictions_are_refused_with_a_reason(change, message: str) -> None:
+    with pytest.raises(PredictionsError, match=message):
+        conform_predictions(change(_predictions("2024-01-02")))
+
+
+def test_violations_report_wrong_dtypes() -> None:
+    frame = conform_predictions(_predictions("2024-01-02"))
+    assert predictions_violations(frame.astype({"horizon": "int32"})) == [
+        "column 'horizon' has dtype int32, expected int64"
+    ]
+    assert "columns are" in predictions_violations(frame[frame.columns[::-1]])[0]
+
+
+def test_predictions_table_from_conformal_intervals() -> None:
+    point = conform_predictions(_predictions("2024-01-02"))[
+        ["date", "ticker", "horizon", "model", "prediction"]
+    ]
+    scale = point[["date", "ticker", "horizon"]].drop_duplicates().assign(horizon_vol=0.02)
+    scale["scale"] = 0.02
+    versions = dict.fromkeys(MODELS, "v7")
+    # Three calibration rows per (model, horizon) cannot support an 80% level:
+    # ceil(4 * 0.8) = 4 > 3, so the interval is unbounded and the confidence 0.
+    calibration = point.assign(fwd_return=point["prediction"] + 0.01, scale=0.02)
+    conformal = SplitConformal(levels=(0.8,)).fit(calibration)
+    table = predictions_table(point, scale, conformal, 0.8, versions)
+    assert np.isinf(table[["lower", "upper"]]).all().all() and (table["confidence"] == 0).all()
+    # Ten times as many rows, every score 0.5: q = 0.5, width 2 * 0.5 * 0.02.
+    conformal = SplitConformal(levels=(0.8,)).fit(pd.concat([calibration] * 10))
+    table = predictions_table(point, scale, conformal, 0.8, versions)
+    assert predictions_violations(table) == []
+    np.testing.assert_allclose(table["upper"] - table["lower"], 0.02)
+    expected = 1 / (1 + 0.02 / (2 * 1.2815515655446004 * 0.02))
+    np.testing.assert_allclose(table["confidence"], expected)
+    with pytest.raises(PredictionsError, match="no model_version for models \\['ridge'\\]"):
+        predictions_table(point, scale, conformal, 0.8, {"ensemble": "v", "lstm": "v"})
+
+
+def _labels(date: str, label_end: str, value: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "date": pd.Timestamp(date),
+            "ticker": TICKERS,
+            "horizon": np.int64(1),
+            "fwd_return": value,
+            "label_end": pd.Timestamp(label_end),
+        }
+    )
+
+
+def test_history_is_idempotent_per_date(tmp_path: Path) -> None:
+    store = ParquetStore(str(tmp_path))
+    write_prediction_history(store, _predictions("2024-01-02"))
+    write_prediction_history(store, _predictions("2024-01-02", shift=1.0))  # rerun the day
+    write_prediction_history(store, _predictions("2024-01-03"))
+    assert history_dates(store) == [pd.Timestamp("2024-01-02"), pd.Timestamp("2024-01-03")]
+    files = sorted(p.name for p in (tmp_path / "predictions" / "history").iterdir())
+    assert files == ["date=2024-01-02.parquet", "date=2024-01-03.parquet"]
+    history = read_prediction_history(store)
+    assert len(history) == 2 * len(_predictions("2024-01-02"))
+    assert not history.duplicated(["date", "ticker", "horizon", "model"]).any()
+    day = history[history["date"] == "2024-01-02"]
+    assert (day["prediction"] > 0.5).all()  # the rerun replaced the first run
+    plain = pd.read_parquet(tmp_path / "predictions" / "history")
+    assert {c: str(t) for c, t in plain.dtypes.items()} == HISTORY_COLUMNS
+    assert len(plain) == len(history)
+    path = tmp_path / "predictions" / "history" / "date=2024-01-03.parquet"
+    assert pq.read_schema(path).remove_metadata() == HISTORY_SCHEMA
+    assert len(read_prediction_history(store, start="2024-01-03")) == len(history) // 2
+    empty = read_prediction_history(ParquetStore(str(tmp_path / "none")))
+    assert empty.empty and {c: str(t) for c, t in empty.dtypes.items()} == HISTORY_COLUMNS
+
+
+def test_fill_realised_once_known(tmp_path: Path) -> None:
+    store = ParquetStore(str(tmp_path))
+    write_prediction_history(store, _predictions("2024-01-02"))
+    write_prediction_history(store, _predictions("2024-01-03"))
+    labels = pd.concat(
+        [_labels("2024-01-02", "2024-01-03", 0.01), _labels("2024-01-03", "2024-01-04", 0.02)]
+    )
+    # As of 2024-01-03 only the first date's 1-day labels have ended.
+    assert fill_realised(store, labels, as_of="2024-01-03") == len(TICKERS) * len(MODELS)
+    history = read_prediction_history(store)
+    filled = history.dropna(subset=["realised_return"])
+    assert set(filled["date"]) == {pd.Timestamp("2024-01-02")} and set(filled["horizon"]) == {1}
+    assert (filled["realised_return"] == 0.01).all()
+    assert fill_realised(store, labels, as_of="2024-01-03") == 0  # nothing new: no rewrite
+    # Rerunning a filled day keeps its realised returns.
+    write_prediction_history(store, _predictions("2024-01-02", shift=1.0))
+    again = read_prediction_history(store, end="2024-01-02")
+    assert again["realised_return"].notna().sum() == len(filled)
+    assert fill_realised(store, labels) == len(TICKERS) * len(MODELS)
+    five_day = _labels("2024-01-02", "2024-01-09", 0.05).assign(horizon=np.int64(5))
+    assert fill_realised(store, five_day) == len(TICKERS) * len(MODELS)
+    meta = store.read_metadata("predictions", "history", "date=2024-01-02")
+    assert meta["complete"] == "true"

@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export FINPIPE_DATA_ROOT ?= $(CURDIR)/data
 LINT_PATHS := $(wildcard finpipe finpipe_tests benchmarks)
 
-.PHONY: demo test lint install postgres-binaries clean
+.PHONY: demo test lint install test-binaries clean
 
 install: $(VENV)/.installed
 
@@ -39,13 +39,16 @@ $(DAGSTER_HOME)/dagster.yaml:
 	@mkdir -p $(DAGSTER_HOME)
 	@printf 'telemetry:\n  enabled: false\n' > $@
 
-# The deployment tests start a real PostgreSQL server; install Debian's binaries if missing.
-postgres-binaries:
-	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; then :; \
+# Tests start a real PostgreSQL server and screenshot the report in headless Chromium;
+# install Debian's packages for them when missing (as root, with apt-get).
+TEST_PACKAGES := $(if $(wildcard /usr/lib/postgresql/*/bin/pg_ctl),,postgresql) \
+	$(if $(shell command -v chromium-headless-shell chromium 2>/dev/null),,chromium-headless-shell)
+test-binaries:
+	@if [ -z "$(strip $(TEST_PACKAGES))" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	else echo "PostgreSQL server binaries not found: install Debian's postgresql package"; fi
+	  echo "installing Debian packages for the tests: $(strip $(TEST_PACKAGES))"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
+	else echo "missing Debian packages for some tests: $(strip $(TEST_PACKAGES))"; fi
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m finpipe.defs.demo
@@ -54,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-test: install postgres-binaries lint
+test: install test-binaries lint
 	$(PY) -m pytest
 
 clean:

@@ -5,18 +5,34 @@ from typing import Any
 
 import dagster as dg
 
+from finpipe.defs.assets.evaluation import EVALUATION_ASSETS
+from finpipe.defs.assets.features import FEATURE_ASSETS
 from finpipe.defs.assets.ingest import INGEST_ASSETS
+from finpipe.defs.assets.models import MODEL_ASSETS, tuned_params_table
+from finpipe.defs.assets.predictions import PREDICTION_ASSETS
+from finpipe.defs.checks.features import FEATURE_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
 from finpipe.defs.jobs import JOBS
 from finpipe.defs.resources import (
+    EvaluationSettings,
+    ForecastSettings,
     FredCredentials,
     MarketDataResource,
+    ResearchSettings,
     StorageResource,
+    TrainingSettings,
     default_data_root,
 )
 
-ASSETS = [*INGEST_ASSETS]
-CHECKS = [*INGEST_CHECKS]
+ASSETS = [
+    *INGEST_ASSETS,
+    *FEATURE_ASSETS,
+    *MODEL_ASSETS,
+    tuned_params_table,
+    *PREDICTION_ASSETS,
+    *EVALUATION_ASSETS,
+]
+CHECKS = [*INGEST_CHECKS, *FEATURE_CHECKS]
 
 
 def fred_credentials() -> FredCredentials:
@@ -32,6 +48,10 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
         "market_data": MarketDataResource(),
         "storage": StorageResource(root=default_data_root()),
         "fred": fred_credentials(),
+        "research": ResearchSettings(),
+        "training": TrainingSettings(),
+        "forecasting": ForecastSettings(),
+        "evaluation": EvaluationSettings(),
     }
     return dg.Definitions(
         assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, resources={**defaults, **(resources or {})}

@@ -96,6 +96,18 @@ def _restated(
     return not np.allclose(old, new_values, rtol=RESTATEMENT_TOLERANCE, equal_nan=True)
 
 
+def _unchanged(name: str, stored: pd.DataFrame | None, date_col: str) -> RefreshReport:
+    if stored is None:
+        return RefreshReport(name, "unchanged")
+    return RefreshReport(
+        name,
+        "unchanged",
+        rows_stored=len(stored),
+        first_date=_day(stored[date_col].min()),
+        last_date=_day(stored[date_col].max()),
+    )
+
+
 def refresh_table(
     store: ParquetStore,
     key: tuple[str, ...],
@@ -120,7 +132,7 @@ def refresh_table(
     else:
         fetch_from, action = _day(stored[date_col].max()), "appended"
     if fetch_from > end:
-        return RefreshReport(name, "unchanged", rows_stored=0 if stored is None else len(stored))
+        return _unchanged(name, stored, date_col)
 
     fetched = fetch(fetch_from, end)
     restated = action == "appended" and _restated(stored, fetched, contract, value_col, date_col)
@@ -139,15 +151,10 @@ def refresh_table(
     else:
         new, merged = clean, clean
     if merged is None or merged.empty or (action == "appended" and new.empty):
-        return RefreshReport(
-            name,
-            "unchanged",
-            fetch_from,
-            rows_fetched,
-            0,
-            quarantined,
-            0 if stored is None else len(stored),
-        )
+        report = _unchanged(name, stored, date_col)
+        report.fetched_from, report.rows_fetched = fetch_from, rows_fetched
+        report.rows_quarantined = quarantined
+        return report
     merged = conform(merged, contract)
     covered = start if covered_from is None else min(start, date.fromisoformat(covered_from))
     store.write(merged, *key, metadata={"fetched_from": covered.isoformat()})

@@ -5,7 +5,9 @@ Layout under `root`:
     raw/prices/<TICKER>.parquet          raw/benchmark/<TICKER>.parquet
     raw/macro/<SERIES_ID>.parquet        raw/fundamentals/<TICKER>.parquet
     quarantine/<dataset>.parquet         (rows a quality rule rejected, with the rule)
-    <dataset>/<name>.parquet             (features, labels, predictions, ... in later stages)
+    reference/universe.parquet           features/features.parquet, features/labels.parquet
+    models/<family>/                     (a saved Forecaster: weights, scalers, model.json)
+    predictions/latest.parquet           predictions/history/date=YYYY-MM-DD.parquet
 
 Every write goes to a temporary file beside its target and is then renamed over it, so a
 crash mid-write leaves the previous version intact.
@@ -14,6 +16,7 @@ crash mid-write leaves the previous version intact.
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import uuid
 
@@ -113,6 +116,30 @@ class ParquetStore:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
         return path
+
+    def put_folder(self, local: str | os.PathLike[str], *parts: str) -> str:
+        """Copy a local folder (e.g. a saved model) to `<root>/<parts>`, replacing what was
+        there only once the copy is complete."""
+        target = posixpath.join(self._base, *parts)
+        staging = f"{target}.tmp-{uuid.uuid4().hex}"
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        try:
+            self.fs.put(str(local).rstrip("/") + "/", staging, recursive=True)
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+            self.fs.mv(staging, target, recursive=True)
+        finally:
+            if self.fs.exists(staging):
+                self.fs.rm(staging, recursive=True)
+        return target
+
+    def get_folder(self, local: str | os.PathLike[str], *parts: str) -> bool:
+        """Copy `<root>/<parts>` into a local folder; False when it does not exist."""
+        source = posixpath.join(self._base, *parts)
+        if not self.fs.exists(source):
+            return False
+        self.fs.get(source.rstrip("/") + "/", str(local).rstrip("/") + "/", recursive=True)
+        return True
 
     def names(self, *parts: str) -> list[str]:
         """Names of the tables in a folder (file stems), sorted."""

@@ -23,6 +23,24 @@ def run_job(job_name: str) -> dg.ExecuteInProcessResult:
     )
 
 
+# The metadata worth a line in the terminal, where an asset has it.
+SHOWN = (
+    "tickers",
+    "rows_added",
+    "rows_stored",
+    "last_date",
+    "feature_count",
+    "rank_ic_h1",
+    "directional_accuracy_h1",
+    "wall_seconds",
+    "date",
+    "rows",
+    "coverage_worst_error",
+    "folds",
+    "strategies",
+)
+
+
 def summarise(result: dg.ExecuteInProcessResult) -> list[str]:
     """One line per materialized asset and per asset check."""
     lines = []
@@ -30,9 +48,9 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[str]:
         mat = event.step_materialization_data.materialization
         meta = {k: v.value for k, v in mat.metadata.items()}
         shown = {
-            k: meta[k] for k in ("tickers", "rows_added", "rows_stored", "last_date") if k in meta
+            k: round(v, 4) if isinstance(v, float) else v for k, v in meta.items() if k in SHOWN
         }
-        lines.append(f"  asset {mat.asset_key.to_user_string():<20} {shown}")
+        lines.append(f"  asset {mat.asset_key.to_user_string():<24} {shown}")
     checks = result.get_asset_check_evaluations()
     failed = [c for c in checks if not c.passed]
     lines.append(f"  asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed")
@@ -46,7 +64,7 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--job", default="ingest", help="job to run (default: ingest)")
+    parser.add_argument("--job", default="full", help="job to run (default: full, the whole graph)")
     args = parser.parse_args(argv)
     print(f"finpipe demo: job '{args.job}' on the bundled data (offline)")
     print(f"  DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '(unset: ephemeral)')}")
@@ -58,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         f" in {time.perf_counter() - started:.1f} s"
     )
     print("\n".join(summarise(result)))
-    print(
-        f"Data is under {default_data_root()}; browse runs with: dagster dev -m finpipe.definitions"
-    )
+    root = default_data_root()
+    report = os.path.join(root, "reports", "backtest", "report.html")
+    if os.path.exists(report):
+        print(f"Backtest report: {report}")
+    print(f"Predictions: {os.path.join(root, 'predictions', 'latest.parquet')}")
+    print(f"Data is under {root}; browse the runs with: dagster dev -m finpipe.definitions")
     return 0 if result.success else 1
 
 

@@ -1,6 +1,8 @@
 """Resources: where data lives and which source feeds the pipeline, set through Dagster config."""
 
+import json
 import os
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -36,11 +38,120 @@ class StorageResource(dg.ConfigurableResource):
     def store(self) -> ParquetStore:
         return ParquetStore(self.root)
 
+    def local_folder(self, *parts: str) -> Path:
+        """A local folder for files that need a real filesystem (checkpoints, Optuna's
+        SQLite): under the root when it is a local path, else under the temp folder."""
+        base = Path(tempfile.gettempdir()) / "finpipe" if "://" in self.root else Path(self.root)
+        folder = base.joinpath(*parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def checkpoint_dir(self, family: str) -> str:
+        """Where a family's training checkpoints go, so training resumes after a crash."""
+        return str(self.local_folder("checkpoints", family))
+
 
 class FredCredentials(dg.ConfigurableResource):
     """FRED API key, read from the FRED_API_KEY environment variable through EnvVar."""
 
     api_key: str | None = None
+
+
+class TrainingSettings(dg.ConfigurableResource):
+    """Model training and tuning settings.
+
+    `params_json` overrides family parameters, e.g. '{"lstm": {"hidden_size": 128,
+    "max_epochs": 50}}': the demo defaults are small so that every family trains on a laptop
+    CPU in minutes; bigger settings are this one change away. `device` ("", "cpu", "cuda",
+    "mps") overrides the automatic choice (FINPIPE_DEVICE and FORCE_CPU=1 also work).
+    """
+
+    params_json: str = ""
+    device: str = ""
+    valid_fraction: float = 0.2
+    tune_families: list[str] = ["ridge", "lstm"]
+    tune_trials: int = 10
+    optuna_storage: str = ""
+
+    def params_for(self, family: str) -> dict:
+        overrides = json.loads(self.params_json) if self.params_json else {}
+        params = dict(overrides.get(family, {}))
+        if self.device and family in {"lstm", "gru", "transformer", "cnn_lstm", "tft"}:
+            params.setdefault("device", self.device)
+        return params
+
+    def optuna_url(self, storage: StorageResource) -> str:
+        """`optuna_storage`, else FINPIPE_OPTUNA_STORAGE, else SQLite beside the local data."""
+        configured = self.optuna_storage or os.environ.get("FINPIPE_OPTUNA_STORAGE", "")
+        if configured:
+            return configured
+        return f"sqlite:///{storage.local_folder('optuna') / 'studies.db'}"
+
+
+class ForecastSettings(dg.ConfigurableResource):
+    """Calibration and signals of the predictions assets.
+
+    Conformal intervals are calibrated on the first `calibration_days` after `train_end`
+    and their coverage measured on every `coverage_every`-th later date. Signals use the
+    thresholds of `finpipe.signals.SignalThresholds`.
+    """
+
+    calibration_days: int = 252
+    levels: list[float] = [0.8, 0.9]
+    interval_level: float = 0.8
+    mc_samples: int = 10
+    coverage_every: int = 21
+    buy_ratio: float = 0.1
+    min_return: float = 0.0
+
+
+class EvaluationSettings(dg.ConfigurableResource):
+    """Walk-forward evaluation and backtest settings.
+
+    `families` are retrained every `retrain_every` trading dates over the test period that
+    starts after `research.train_end` (expanding window by default, or rolling with
+    `train_days`), purged by label_end plus `embargo` dates. The demo defaults keep the fast
+    families and retrain every two years; add families or retrain more often by config.
+    """
+
+    families: list[str] = ["ridge", "hist_gbm"]
+    params_json: str = ""
+    retrain_every: int = 504
+    window: str = "expanding"
+    train_days: int = 0
+    embargo: int = 5
+    portfolio_horizon: int = 0
+    top_k: float = 0.2
+    cost_bps: float = 5.0
+    n_boot: int = 1000
+    report_title: str = "finpipe walk-forward backtest"
+    metadata_plots: list[str] = ["equity_curves", "rolling_rank_ic", "regime_bars"]
+
+    def params_for(self, family: str) -> dict:
+        overrides = json.loads(self.params_json) if self.params_json else {}
+        return dict(overrides.get(family, {}))
+
+
+class ResearchSettings(dg.ConfigurableResource):
+    """Label horizons, execution lag, feature families and the training period.
+
+    `train_end` (ISO date) ends the period every fitted transform (GARCH, normalisers,
+    models) learns from; empty means the date `train_fraction` of the way through the
+    stored price history (for the bundled 1990-2022 data: late 2004, so 2005-2022 is out
+    of sample).
+    """
+
+    horizons: list[int] = [1, 5, 20]
+    execution_lag: int = 1
+    feature_families: list[str] = []
+    train_end: str = ""
+    train_fraction: float = 0.45
+
+    def train_end_date(self, dates: pd.Series) -> pd.Timestamp:
+        if self.train_end:
+            return pd.Timestamp(self.train_end)
+        unique = pd.DatetimeIndex(dates.unique()).sort_values()
+        return unique[int(self.train_fraction * (len(unique) - 1))]
 
 
 class MarketDataResource(dg.ConfigurableResource):

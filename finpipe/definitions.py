@@ -9,6 +9,7 @@ from finpipe.defs.assets.evaluation import EVALUATION_ASSETS
 from finpipe.defs.assets.features import FEATURE_ASSETS
 from finpipe.defs.assets.ingest import INGEST_ASSETS
 from finpipe.defs.assets.models import MODEL_ASSETS, tuned_params_table
+from finpipe.defs.assets.monitoring import MONITORING_ASSETS
 from finpipe.defs.assets.predictions import PREDICTION_ASSETS
 from finpipe.defs.checks.features import FEATURE_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
@@ -18,17 +19,21 @@ from finpipe.defs.resources import (
     ForecastSettings,
     FredCredentials,
     MarketDataResource,
+    MonitoringSettings,
     ResearchSettings,
     StorageResource,
     TrainingSettings,
     default_data_root,
 )
+from finpipe.defs.schedules import SCHEDULES
+from finpipe.defs.sensors import SENSORS
 
 ASSETS = [
     *INGEST_ASSETS,
     *FEATURE_ASSETS,
     *MODEL_ASSETS,
     tuned_params_table,
+    *MONITORING_ASSETS,
     *PREDICTION_ASSETS,
     *EVALUATION_ASSETS,
 ]
@@ -52,9 +57,15 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
         "training": TrainingSettings(),
         "forecasting": ForecastSettings(),
         "evaluation": EvaluationSettings(),
+        "monitoring": MonitoringSettings(),
     }
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, resources={**defaults, **(resources or {})}
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=JOBS,
+        schedules=SCHEDULES,
+        sensors=SENSORS,
+        resources={**defaults, **(resources or {})},
     )
 
 

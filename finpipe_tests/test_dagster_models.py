@@ -148,3 +148,24 @@ def test_evaluation_fans_out_folds_and_writes_the_report(trained):
     assert "Portfolio performance" in meta["summary"] and "data:image/png" in meta["summary"]
     metrics = json.loads((report / "metrics.json").read_text())
     assert {"performance", "forecast", "by_regime"} <= set(metrics)
+
+
+def test_drift_report_detects_planted_drift(trained):
+    defs, root, _, _ = trained
+    store = ParquetStore(str(root))
+    original = store.read("features", "features")
+    job = defs.resolve_job_def("daily_refresh")
+    calm = job.execute_in_process(asset_selection=[dg.AssetKey("drift_report")])
+    calm_share = metadata(calm, "drift_report")["drifted_share"]
+    recent = original["date"] >= original["date"].drop_duplicates().nlargest(63).min()
+    columns = [c for c in original.columns if c not in ("date", "ticker")]
+    planted = original.copy()
+    planted.loc[recent, columns] = planted.loc[recent, columns] * 3 + 10
+    store.write(planted, "features", "features")
+    try:
+        drifted = job.execute_in_process(asset_selection=[dg.AssetKey("drift_report")])
+    finally:
+        store.write(original, "features", "features")
+    meta = metadata(drifted, "drift_report")
+    assert meta["drift_detected"] is True and meta["drifted_share"] > max(0.9, calm_share)
+    assert meta["episode"] == str(original["date"].max().date())

@@ -42,4 +42,26 @@ full_job = dg.define_asset_job(
     description="The whole graph, ingest to report (tuning is its own job).",
 )
 
-JOBS = [ingest_job, features_job, train_job, tune_job, predict_job, evaluate_job, full_job]
+daily_refresh_job = dg.define_asset_job(
+    "daily_refresh",
+    selection=dg.AssetSelection.groups("ingest", "features", "monitoring", "predictions"),
+    description="After the close: new data, features, drift report and predictions; no retraining.",
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.groups("models", "predictions"),
+    description="Retrain every model family, then the ensemble and predictions.",
+)
+
+JOBS = [
+    ingest_job,
+    features_job,
+    train_job,
+    tune_job,
+    predict_job,
+    evaluate_job,
+    daily_refresh_job,
+    retrain_job,
+    full_job,
+]

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from finpipe.drift import DriftThresholds
 from finpipe.sources.base import FundamentalsSource, MacroSource, PriceSource
 from finpipe.sources.bundled import BundledSource, bundled_prices
 from finpipe.sources.synthetic import (
@@ -130,6 +131,24 @@ class EvaluationSettings(dg.ConfigurableResource):
     def params_for(self, family: str) -> dict:
         overrides = json.loads(self.params_json) if self.params_json else {}
         return dict(overrides.get(family, {}))
+
+
+class MonitoringSettings(dg.ConfigurableResource):
+    """Drift thresholds (see `finpipe.drift`): PSI bands 0.1 / 0.25, KS p-value, the share of
+    drifted features that triggers a retrain, and the live rank-IC drop against validation."""
+
+    recent_days: int = 63
+    reference_rows: int = 50_000
+    psi: float = 0.25
+    ks_pvalue: float = 0.01
+    max_drifted_share: float = 0.2
+    ic_drop: float = 0.03
+    min_live_dates: int = 20
+
+    def thresholds(self) -> DriftThresholds:
+        return DriftThresholds(
+            self.psi, self.ks_pvalue, self.max_drifted_share, self.ic_drop, self.min_live_dates
+        )
 
 
 class ResearchSettings(dg.ConfigurableResource):

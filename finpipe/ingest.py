@@ -171,90 +171,45 @@ def refresh_table(
     )
 
 
-def refresh_prices(
+# Contract, value compared for restatements, and date column of each raw dataset.
+DATASETS = {
+    "prices": (PRICES, "adj_close", "date"),
+    "benchmark": (PRICES, "adj_close", "date"),
+    "macro": (MACRO, "value", "date"),
+    "fundamentals": (FUNDAMENTALS, "value", "period_end"),
+}
+
+
+def refresh_dataset(
     store: ParquetStore,
     dataset: str,
-    source_prices: Callable[[list[str], date, date], pd.DataFrame],
-    tickers: list[str],
+    fetch: Callable[[list[str], date, date], pd.DataFrame],
+    names: list[str],
     start: date,
     end: date,
     today: pd.Timestamp | None = None,
 ) -> RefreshSummary:
-    """Refresh `raw/<dataset>/<TICKER>` for every ticker (dataset: prices or benchmark)."""
+    """Refresh `raw/<dataset>/<NAME>` for every ticker or series id in `names`.
+
+    `fetch(names, start, end)` is the source method (`prices`, `macro`, `fundamentals`).
+    """
+    contract, value_col, date_col = DATASETS[dataset]
     today = today or pd.Timestamp.today().normalize()
     summary = RefreshSummary(dataset)
-    for ticker in tickers:
-        key = store.raw_key(dataset, ticker)
-        summary.reports.append(
-            refresh_table(
-                store,
-                key,
-                lambda a, b, t=ticker: source_prices([t], a, b),
-                PRICES,
-                start,
-                end,
-                today,
-                value_col="adj_close",
-            )
+    for name in names:
+        report = refresh_table(
+            store,
+            store.raw_key(dataset, name),
+            lambda a, b, n=name: fetch([n], a, b),
+            contract,
+            start,
+            end,
+            today,
+            value_col=value_col,
+            date_col=date_col,
         )
-        log.info("%s/%s: %s", dataset, ticker, summary.reports[-1].action)
-    return summary
-
-
-def refresh_macro(
-    store: ParquetStore,
-    source_macro: Callable[[list[str], date, date], pd.DataFrame],
-    series_ids: list[str],
-    start: date,
-    end: date,
-    today: pd.Timestamp | None = None,
-) -> RefreshSummary:
-    """Refresh `raw/macro/<SERIES_ID>` for every series."""
-    today = today or pd.Timestamp.today().normalize()
-    summary = RefreshSummary("macro")
-    for series_id in series_ids:
-        key = store.raw_key("macro", series_id)
-        summary.reports.append(
-            refresh_table(
-                store,
-                key,
-                lambda a, b, s=series_id: source_macro([s], a, b),
-                MACRO,
-                start,
-                end,
-                today,
-                value_col="value",
-            )
-        )
-    return summary
-
-
-def refresh_fundamentals(
-    store: ParquetStore,
-    source_fundamentals: Callable[[list[str], date, date], pd.DataFrame],
-    tickers: list[str],
-    start: date,
-    end: date,
-    today: pd.Timestamp | None = None,
-) -> RefreshSummary:
-    """Refresh `raw/fundamentals/<TICKER>`; statements are keyed by period_end."""
-    today = today or pd.Timestamp.today().normalize()
-    summary = RefreshSummary("fundamentals")
-    for ticker in tickers:
-        key = store.raw_key("fundamentals", ticker)
-        summary.reports.append(
-            refresh_table(
-                store,
-                key,
-                lambda a, b, t=ticker: source_fundamentals([t], a, b),
-                FUNDAMENTALS,
-                start,
-                end,
-                today,
-                value_col="value",
-                date_col="period_end",
-            )
-        )
+        summary.reports.append(report)
+        log.info("%s/%s: %s", dataset, name, report.action)
     return summary
 
 

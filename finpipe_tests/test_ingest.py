@@ -4,7 +4,7 @@ import pandas as pd
 import pandas.testing as pdt
 
 from finpipe.contracts import PRICES
-from finpipe.ingest import read_table, refresh_prices
+from finpipe.ingest import read_table, refresh_dataset
 from finpipe.sources.synthetic import SyntheticConfig, SyntheticSource
 from finpipe.storage import ParquetStore
 
@@ -27,7 +27,7 @@ class RecordingSource:
 
 
 def refresh(store, source, end, start=date(2005, 1, 3)):
-    return refresh_prices(store, "prices", source.prices, CONFIG.tickers, start, end, TODAY)
+    return refresh_dataset(store, "prices", source.prices, CONFIG.tickers, start, end, TODAY)
 
 
 def files(store):

@@ -5,8 +5,7 @@ import dagster as dg
 
 from finpipe.contracts import MACRO, PRICES
 from finpipe.defs.resources import FredCredentials, MarketDataResource, StorageResource
-from finpipe.ingest import RefreshSummary, read_table, refresh_fundamentals, refresh_macro
-from finpipe.ingest import refresh_prices as refresh_price_tables
+from finpipe.ingest import RefreshSummary, read_table, refresh_dataset
 
 GROUP = "ingest"
 
@@ -58,7 +57,7 @@ def raw_prices(
     context.log.info(
         "raw_prices: %d tickers from %s, %s..%s", len(tickers), source.name, start, end
     )
-    summary = refresh_price_tables(store, "prices", source.prices, tickers, start, end)
+    summary = refresh_dataset(store, "prices", source.prices, tickers, start, end)
     prices = read_table(store, "prices", PRICES)
     fields = [c for c in PRICES.columns if c in prices and prices[c].notna().any()]
     return dg.MaterializeResult(
@@ -79,9 +78,7 @@ def benchmark_prices(
     source = market_data.price_source()
     ticker = market_data.benchmark_ticker()
     context.log.info("benchmark_prices: %s from %s", ticker, source.name)
-    summary = refresh_price_tables(
-        storage.store(), "benchmark", source.prices, [ticker], start, end
-    )
+    summary = refresh_dataset(storage.store(), "benchmark", source.prices, [ticker], start, end)
     return dg.MaterializeResult(
         metadata={**summary_metadata(summary, source.name), "ticker": dg.MetadataValue.text(ticker)}
     )
@@ -106,7 +103,7 @@ def raw_macro(
     start, end = market_data.date_range()
     series = list(market_data.macro_series)
     context.log.info("raw_macro: %s from %s", series, source.name)
-    summary = refresh_macro(storage.store(), source.macro, series, start, end)
+    summary = refresh_dataset(storage.store(), "macro", source.macro, series, start, end)
     macro = read_table(storage.store(), "macro", MACRO)
     counts = macro.groupby("series_id")["date"].agg(["min", "max", "count"]).astype(str)
     return dg.MaterializeResult(
@@ -132,7 +129,7 @@ def raw_fundamentals(
     store = storage.store()
     tickers = store.read("reference", "universe")["ticker"].tolist()
     start, end = market_data.date_range()
-    summary = refresh_fundamentals(store, source.fundamentals, tickers, start, end)
+    summary = refresh_dataset(store, "fundamentals", source.fundamentals, tickers, start, end)
     return dg.MaterializeResult(metadata=summary_metadata(summary, source.name))
 
 

@@ -6,10 +6,9 @@ stacking ensemble on the first half of the validation window (out of fold: the m
 trained on it) and split-conformal calibration on the second half. Then times, for the
 latest date and the whole universe, the prediction step the `predictions` asset runs:
 
-    members     every family's predict()
-    mc_dropout  `--mc-samples` Monte Carlo dropout passes of every PyTorch family
-    ensemble    stacking combine with per-member contributions
-    scale       member dispersion (with MC variance) and recent volatility
+    predict     every family's predict(), `--mc-samples` Monte Carlo dropout passes of every
+                PyTorch family, both ensembles with contributions, and the interval scale
+                (member dispersion with MC variance, recent volatility): forecast.py
     table       conformal intervals, confidence, schema conform
     signals     signals and a ranking per horizon
 
@@ -33,13 +32,13 @@ import pandas as pd
 import torch
 from training_bench import HORIZONS, demo_frames
 
-from finpipe.ensemble import StackingEnsemble
+from finpipe.forecast import ForecastSystem, fit_forecast_system
 from finpipe.models import Forecaster, PanelData, create_model, list_models, time_split
 from finpipe.models.sequence import SequenceForecaster
 from finpipe.predictions import predictions_table
 from finpipe.signals import rank_universe, signal_table
 from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.uncertainty import SplitConformal, interval_scale, recent_volatility
+from finpipe.uncertainty import recent_volatility
 
 SMALL_TORCH = {
     "hidden_size": 16,
@@ -66,76 +65,18 @@ def small_model(name: str) -> Forecaster:
     return create_model(name, **{**extra, **SMALL.get(name, {})})
 
 
-def member_predictions(models: dict[str, Forecaster], panel: PanelData) -> pd.DataFrame:
-    return pd.concat(
-        [m.predict(panel).assign(model=name) for name, m in models.items()], ignore_index=True
-    )
-
-
-def fit_ensemble_and_calibration(
-    models: dict[str, Forecaster], train: PanelData, valid: PanelData, vol: pd.DataFrame
-) -> tuple[StackingEnsemble, SplitConformal]:
-    """Stack on the first half of the validation window, calibrate on the second."""
-    dates = valid.sample_dates()
-    middle = dates[len(dates) // 2]
-    stack_view, calib_view = valid.select(end=dates[len(dates) // 2 - 1]), valid.select(middle)
-    oof = member_predictions(models, stack_view).merge(valid.labels_frame(), on=KEY)
-    ends = train.label_end[train.sample_mask]
-    folds = pd.DataFrame(
-        {
-            "fold": [0],
-            "train_start": [train.sample_dates()[0]],
-            "train_end": [pd.Timestamp(ends[ends > 0].max())],
-        }
-    )
-    stack = StackingEnsemble().fit(oof.assign(fold=0), folds)
-    members = member_predictions(models, calib_view)
-    ensemble, _ = stack.predict(members)
-    rows = (
-        pd.concat([members, ensemble], ignore_index=True)
-        .merge(interval_scale(members, vol), on=KEY)
-        .merge(valid.labels_frame(), on=KEY)
-    )
-    return stack, SplitConformal(levels=(LEVEL,)).fit(rows)
-
-
 def predict_step(
-    models: dict[str, Forecaster],
-    stack: StackingEnsemble,
-    conformal: SplitConformal,
-    latest: PanelData,
-    vol: pd.DataFrame,
-    mc_samples: int,
+    system: ForecastSystem, latest: PanelData
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """One timed run of the prediction step; (seconds per stage, predictions table)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    members = member_predictions(models, latest)
-    seconds["members"] = time.perf_counter() - started
+    points, _contributions, scale = system.point_predictions(latest)
+    seconds["predict"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    samples = pd.concat(
-        [
-            m.predict_samples(latest, n=mc_samples, seed=0).assign(model=name)
-            for name, m in models.items()
-            if isinstance(m, SequenceForecaster)
-        ],
-        ignore_index=True,
-    )
-    seconds["mc_dropout"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    ensemble, _contributions = stack.predict(members)
-    seconds["ensemble"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    scale = interval_scale(members, vol, samples)
-    seconds["scale"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    versions = {name: "bench" for name in [*models, "ensemble"]}
-    point = pd.concat([members, ensemble], ignore_index=True)
-    table = predictions_table(point, scale, conformal, LEVEL, versions)
+    versions = {name: "bench" for name in points["model"].unique()}
+    table = predictions_table(points, scale, system.conformal, LEVEL, versions)
     seconds["table"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -170,20 +111,22 @@ def main() -> None:
     rest, _ = time_split(panel, valid_fraction=0.05)
     train, valid = time_split(rest, valid_fraction=0.3)
     models = {name: small_model(name).fit(train) for name in list_models()}
-    stack, conformal = fit_ensemble_and_calibration(models, train, valid, vol)
+    dates = valid.sample_dates()
+    middle = len(dates) // 2
+    stack_view, calibration = valid.select(end=dates[middle - 1]), valid.select(dates[middle])
+    system = fit_forecast_system(
+        models, train, stack_view, calibration, vol, (LEVEL,), args.mc_samples
+    )
     setup_s = time.perf_counter() - started
     latest = PanelData.from_frames(features).select(start=panel.dates[-1])
 
-    runs = [
-        predict_step(models, stack, conformal, latest, vol, args.mc_samples)[0]
-        for _ in range(args.repeats)
-    ]
+    runs = [predict_step(system, latest)[0] for _ in range(args.repeats)]
     stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     per_ticker = stages["total"] / args.tickers
-    _, table = predict_step(models, stack, conformal, latest, vol, args.mc_samples)
+    _, table = predict_step(system, latest)
 
     print(
-        f"{args.tickers} tickers x {len(HORIZONS)} horizons x {len(models) + 1} models "
+        f"{args.tickers} tickers x {len(HORIZONS)} horizons x {table['model'].nunique()} models "
         f"({len(table)} rows); {args.mc_samples} MC samples; threads {args.threads}; "
         f"setup (data, training, stacking, calibration) {setup_s:.1f}s"
     )
@@ -197,7 +140,7 @@ def main() -> None:
         "days": args.days,
         "features": args.features,
         "horizons": list(HORIZONS),
-        "models": [*models, "ensemble"],
+        "models": sorted(table["model"].unique()),
         "rows": len(table),
         "mc_samples": args.mc_samples,
         "repeats": args.repeats,

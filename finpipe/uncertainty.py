@@ -44,6 +44,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.special import ndtri
 
+from finpipe.metrics import interval_coverage
+
 ROW_KEY = ("date", "ticker", "horizon")
 
 
@@ -256,14 +258,6 @@ class SplitConformal:
 
 
 # -- interval quality and confidence -------------------------------------------------------
-
-
-def interval_coverage(y: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> float:
-    """PICP: share of finite outcomes inside [lower, upper] (NaN with none)."""
-    y, lo, hi = (np.asarray(a, np.float64) for a in (y, lower, upper))
-    usable = np.isfinite(y) & ~np.isnan(lo) & ~np.isnan(hi)
-    inside = (lo[usable] <= y[usable]) & (y[usable] <= hi[usable])
-    return float(inside.mean()) if usable.any() else float("nan")
 
 
 def normalised_width(lower: ArrayLike, upper: ArrayLike, y: ArrayLike) -> float:

@@ -47,6 +47,29 @@ def fred_credentials() -> FredCredentials:
     return FredCredentials()
 
 
+EXECUTORS = ("default", "multiprocess", "in_process", "k8s")
+
+
+def run_executor() -> dg.ExecutorDefinition:
+    """The executor named by FINPIPE_EXECUTOR: `default` (Dagster's: one process per step,
+    or in-process when run config says `execution: {config: {in_process: {}}}`),
+    `multiprocess`, `in_process`, or `k8s` (one Kubernetes pod per step: dagster-k8s's
+    k8s_job_executor, which the image must install)."""
+    kind = os.environ.get("FINPIPE_EXECUTOR", "default")
+    if kind == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    executors = {
+        "default": dg.multi_or_in_process_executor,
+        "multiprocess": dg.multiprocess_executor,
+        "in_process": dg.in_process_executor,
+    }
+    if kind not in executors:
+        raise ValueError(f"FINPIPE_EXECUTOR is {kind!r}; expected one of {EXECUTORS}")
+    return executors[kind]
+
+
 def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
     """The full graph with default resources, any of which `resources` replaces (tests, demos)."""
     defaults = {
@@ -65,6 +88,7 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
         jobs=JOBS,
         schedules=SCHEDULES,
         sensors=SENSORS,
+        executor=run_executor(),
         resources={**defaults, **(resources or {})},
     )
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +20,7 @@ from finpipe.models.panel import PanelData
 from finpipe.reports import PLOTS, write_report
 from finpipe.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
 from finpipe.walk_forward import label_end_by_date, run_walk_forward, walk_forward_splits
+from finpipe_tests.headless_chromium import chromium_command
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -138,30 +137,12 @@ def test_backtest_tables_hold_what_the_report_shows(result: BacktestResult) -> N
     assert set(result.weights["model"]) == {"ridge", "ridge_l"}
 
 
-BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
-BROWSER = next((b for b in BROWSERS if shutil.which(b)), None)
-
-
 def test_report_screenshot_in_headless_chromium(result: BacktestResult, tmp_path: Path) -> None:
-    if BROWSER is None:
-        message = "no Chromium: apt-get install chromium-headless-shell (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     paths = write_report(result, tmp_path / "report")
     shot = tmp_path / "report.png"
-    headless = [] if BROWSER == "chromium-headless-shell" else ["--headless"]
     subprocess.run(
         [
-            str(BROWSER),
-            *headless,
-            "--disable-gpu",
-            "--no-sandbox",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            *chromium_command(tmp_path / "chromium-profile"),
             "--window-size=1400,6000",
             f"--screenshot={shot}",
             paths["html"].resolve().as_uri(),

@@ -15,8 +15,12 @@ from finpipe.defs.resources import default_data_root
 
 
 def run_job(job_name: str) -> dg.ExecuteInProcessResult:
-    """Execute a job on the persistent instance (DAGSTER_HOME), not an ephemeral one."""
-    instance = dg.DagsterInstance.get()
+    """Execute a job on the persistent instance of DAGSTER_HOME (ephemeral when unset)."""
+    instance = (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     return defs.resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=instance, raise_on_error=False
@@ -81,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(report):
         print(f"Backtest report: {report}")
     print(f"Predictions: {os.path.join(root, 'predictions', 'latest.parquet')}")
-    print(f"Data is under {root}; browse the runs with: dagster dev -m finpipe.definitions")
+    home = os.environ.get("DAGSTER_HOME", "<a folder of yours>")
+    print(f"Data is under {root}. Browse the runs in the UI with:")
+    print(f"  DAGSTER_HOME={home} .venv/bin/dagster dev -m finpipe.definitions")
     return 0 if result.success else 1
 
 

@@ -135,6 +135,10 @@ class FakeTicker:
     def quarterly_balance_sheet(self) -> pd.DataFrame:
         return self._statement("quarterly_balance_sheet")
 
+    @property
+    def income_stmt(self) -> pd.DataFrame:
+        return self._statement("income_stmt")
+
 
 class FakeYahoo:
     """The yfinance module as YahooSource uses it: real download(), canned per-ticker data."""
@@ -409,6 +413,7 @@ INCOME = {
     "DilutedEPS": {"2023-09-30": 1.46, "2023-12-31": 2.18},
 }
 BALANCE = {"TotalAssets": {"2023-09-30": 352.6e9, "2023-12-31": 353.5e9}}
+ANNUAL_INCOME = {"TotalRevenue": {"2022-09-30": 394.3e9, "2023-09-30": 383.3e9}}
 
 
 def test_fundamentals_melt_statements(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -417,16 +422,18 @@ def test_fundamentals_melt_statements(monkeypatch: pytest.MonkeyPatch) -> None:
         statements={
             ("AAPL", "quarterly_income_stmt"): yahoo_statement(INCOME),
             ("AAPL", "quarterly_balance_sheet"): yahoo_statement(BALANCE),
+            ("AAPL", "income_stmt"): yahoo_statement(ANNUAL_INCOME),
         },
     )
     rows = source(yahoo).fundamentals(["AAPL"], date(2023, 7, 1), date(2023, 12, 31))
 
     assert schema_violations(rows, FUNDAMENTALS) == []
     as_text = rows.astype(str).values.tolist()
+    # 2023-09-30 ends AAPL's fiscal year (10-K: + 90 days); 2023-12-31 is a 10-Q (+ 45 days).
     assert as_text == [
-        ["AAPL", "2023-09-30", "2023-11-14", "diluted_eps", "1.46"],
-        ["AAPL", "2023-09-30", "2023-11-14", "total_assets", "352600000000.0"],
-        ["AAPL", "2023-09-30", "2023-11-14", "total_revenue", "89500000000.0"],
+        ["AAPL", "2023-09-30", "2023-12-29", "diluted_eps", "1.46"],
+        ["AAPL", "2023-09-30", "2023-12-29", "total_assets", "352600000000.0"],
+        ["AAPL", "2023-09-30", "2023-12-29", "total_revenue", "89500000000.0"],
         ["AAPL", "2023-12-31", "2024-02-14", "diluted_eps", "2.18"],
         ["AAPL", "2023-12-31", "2024-02-14", "net_income", "33900000000.0"],
         ["AAPL", "2023-12-31", "2024-02-14", "total_assets", "353500000000.0"],
@@ -434,6 +441,22 @@ def test_fundamentals_melt_statements(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     # Net income for 2023-09-30 is NaN in the statement: absent, not zero.
     assert not ((rows["field"] == "net_income") & (rows["period_end"] == "2023-09-30")).any()
+
+
+def test_fundamentals_without_fiscal_year_ends_take_the_10k_lag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    yahoo = FakeYahoo(
+        monkeypatch,
+        statements={
+            ("AAPL", "quarterly_income_stmt"): yahoo_statement(INCOME),
+            ("AAPL", "quarterly_balance_sheet"): yahoo_statement(BALANCE),
+            ("AAPL", "income_stmt"): pd.DataFrame(),
+        },
+    )
+    rows = source(yahoo).fundamentals(["AAPL"], date(2023, 7, 1), date(2023, 12, 31))
+    lag = (rows["available_at"] - rows["period_end"]).dt.days
+    assert (lag == 90).all()
 
 
 def test_fundamentals_empty_or_unknown_give_no_rows_and_a_warning(

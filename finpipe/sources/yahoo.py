@@ -25,7 +25,9 @@ Choices yfinance leaves to its caller, made here:
   (period end, line item), field = the line item in snake_case ('Total Revenue' ->
   'total_revenue'). NaN items are absent, not zero. Yahoo gives no filing date, so
   `available_at = period_end + 45 days`, the SEC 10-Q deadline (40 or 45 days after the
-  quarter end, by filer size).
+  quarter end, by filer size), except for the fiscal year's last quarter, reported in the
+  10-K: `period_end + 90 days` (deadline 60, 75 or 90 days). Fiscal year ends come from the
+  annual income statement; when Yahoo has none, every quarter gets the 90 days.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from datetime import date, timedelta
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from finpipe.contracts import FUNDAMENTALS, PRICE_FIELDS, PRICES, ContractError, conform
@@ -65,7 +68,9 @@ YAHOO_PRICE_COLUMNS = {
     "Stock Splits": "split_ratio",
 }
 STATEMENTS = ("quarterly_income_stmt", "quarterly_balance_sheet")
+ANNUAL_STATEMENT = "income_stmt"  # its period ends are the fiscal year ends
 FILING_LAG = pd.Timedelta(days=45)
+ANNUAL_FILING_LAG = pd.Timedelta(days=90)
 
 # yfinance.download's per-ticker error log line: "['AAPL', 'MSFT']: <error text>".
 FAILED_DOWNLOAD = re.compile(
@@ -173,19 +178,27 @@ def prices_from_response(response: pd.DataFrame | None, symbols: list[str]) -> p
     return long
 
 
-def statement_rows(statement: pd.DataFrame | None, symbol: str) -> pd.DataFrame:
-    """One Yahoo statement (line items x period ends) as fundamentals rows; NaNs are absent."""
+def statement_rows(
+    statement: pd.DataFrame | None, symbol: str, year_ends: set[pd.Timestamp] | None = None
+) -> pd.DataFrame:
+    """One Yahoo statement (line items x period ends) as fundamentals rows; NaNs are absent.
+
+    `year_ends`: the fiscal year ends (10-K lag); None when unknown (10-K lag for all).
+    """
     if statement is None or statement.empty:
         return FUNDAMENTALS.empty()
     values = pd.to_numeric(statement.stack(future_stack=True), errors="coerce").dropna()
     line_items = values.index.get_level_values(0)
     fields = {item: snake_case(str(item)) for item in line_items.unique()}
     period_end = pd.DatetimeIndex(values.index.get_level_values(1)).normalize()
+    year_end = period_end.isin(list(year_ends)) if year_ends is not None else True
+    days = np.where(year_end, ANNUAL_FILING_LAG.days, FILING_LAG.days)
+    lag = pd.to_timedelta(np.broadcast_to(days, len(period_end)), unit="D")
     return pd.DataFrame(
         {
             "ticker": symbol,
             "period_end": period_end,
-            "available_at": period_end + FILING_LAG,
+            "available_at": period_end + lag,
             "field": line_items.map(fields),
             "value": values.to_numpy(dtype="float64"),
         }
@@ -302,20 +315,25 @@ class YahooSource:
     def _statements(self, symbol: str) -> pd.DataFrame:
         """Both quarterly statements of one ticker; network failures raise TransientSourceError."""
         reasons: list[str] = []
-        frames: list[pd.DataFrame] = []
+        statements: dict[str, pd.DataFrame] = {}
         ticker = self.client.Ticker(symbol)
         with _exceptions_shown(self.client):
-            for attribute in STATEMENTS:
+            for attribute in (*STATEMENTS, ANNUAL_STATEMENT):
                 try:
-                    statement = getattr(ticker, attribute)
+                    statements[attribute] = getattr(ticker, attribute)
                 except Exception as exc:
                     if looks_transient(exc):
                         raise TransientSourceError(f"{type(exc).__name__}: {exc}") from exc
                     if not _is_yahoo_error(exc):
                         raise
                     reasons.append(f"{attribute}: {exc}")
-                    continue
-                frames.append(statement_rows(statement, symbol))
+        annual = statements.pop(ANNUAL_STATEMENT, None)
+        year_ends = (
+            None
+            if annual is None or annual.empty
+            else set(pd.DatetimeIndex(pd.to_datetime(annual.columns)).normalize())
+        )
+        frames = [statement_rows(statements[a], symbol, year_ends) for a in statements]
         rows = _concat(frames)
         if rows.empty:
             logger.warning(

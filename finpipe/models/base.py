@@ -96,9 +96,9 @@ class Forecaster(ABC):
         return dict(self.params)
 
     @classmethod
+    @abstractmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
         """Hyperparameters an Optuna trial proposes for this family."""
-        raise NotImplementedError(f"{cls.name} defines no search space")
 
     @abstractmethod
     def fit(

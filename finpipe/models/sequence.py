@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import time
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -412,9 +413,9 @@ class SequenceForecaster(Forecaster):
         self._n_features = 0
         self._cached: tuple[np.ndarray, torch.Tensor] | None = None
 
+    @abstractmethod
     def build_module(self, n_features: int, n_horizons: int, n_outputs: int) -> nn.Module:
         """The network for this family's parameters."""
-        raise NotImplementedError
 
     hidden_choices: ClassVar[list[int]] = [16, 32, 64]
 

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from finpipe.drift import DriftThresholds
+from finpipe.models.registry import is_pytorch_family
 from finpipe.sources.base import FundamentalsSource, MacroSource, PriceSource
 from finpipe.sources.bundled import BundledSource, bundled_prices
 from finpipe.sources.synthetic import (
@@ -24,6 +25,12 @@ from finpipe.universe import universe_frame
 # yfinance and fredapi are imported only when the live source is chosen: slow imports.
 SOURCES = ("bundled", "live", "synthetic")
 DEFAULT_MACRO_SERIES = ["VIXCLS", "CPILFESL", "AAA", "BAA"]
+
+
+def family_overrides(params_json: str, family: str) -> dict:
+    """The parameters `params_json` ('{"<family>": {...}}') sets for `family`."""
+    overrides = json.loads(params_json) if params_json else {}
+    return dict(overrides.get(family, {}))
 
 
 def default_data_root() -> str:
@@ -75,9 +82,8 @@ class TrainingSettings(dg.ConfigurableResource):
     optuna_storage: str = ""
 
     def params_for(self, family: str) -> dict:
-        overrides = json.loads(self.params_json) if self.params_json else {}
-        params = dict(overrides.get(family, {}))
-        if self.device and family in {"lstm", "gru", "transformer", "cnn_lstm", "tft"}:
+        params = family_overrides(self.params_json, family)
+        if self.device and is_pytorch_family(family):
             params.setdefault("device", self.device)
         return params
 
@@ -129,8 +135,7 @@ class EvaluationSettings(dg.ConfigurableResource):
     metadata_plots: list[str] = ["equity_curves", "rolling_rank_ic", "regime_bars"]
 
     def params_for(self, family: str) -> dict:
-        overrides = json.loads(self.params_json) if self.params_json else {}
-        return dict(overrides.get(family, {}))
+        return family_overrides(self.params_json, family)
 
 
 class MonitoringSettings(dg.ConfigurableResource):

@@ -42,6 +42,15 @@ def research_split(panel: PanelData, train_end: pd.Timestamp) -> tuple[PanelData
     return time_split(panel, valid_start=panel.dates[np.argmax(later)])
 
 
+def train_valid_split(
+    panel: PanelData, train_end: pd.Timestamp, valid_fraction: float
+) -> tuple[PanelData, PanelData]:
+    """(training view, validation tail) of the research period: what every member trains
+    and early-stops on, and so what the stacking fit and tuning must reuse."""
+    research, _ = research_split(panel, train_end)
+    return time_split(research, valid_fraction=valid_fraction)
+
+
 def parameter_count(model: Forecaster) -> int | None:
     """Trainable parameters of a PyTorch family; None for the scikit-learn families."""
     module = getattr(model, "module", None)
@@ -52,15 +61,14 @@ def parameter_count(model: Forecaster) -> int | None:
 
 def train_family(
     name: str,
-    research: PanelData,
+    train: PanelData,
+    valid: PanelData,
     params: dict[str, Any],
-    valid_fraction: float = 0.2,
     progress: ProgressCallback | None = None,
 ) -> TrainingRun:
-    """Fit family `name` on the research period with a purged, embargoed validation tail."""
+    """Fit family `name` on `train`, early-stopping on `valid` (see `train_valid_split`)."""
     started = time.perf_counter()
-    train, valid = time_split(research, valid_fraction=valid_fraction)
-    model = create_model(name, horizons=list(research.horizons), **params)
+    model = create_model(name, horizons=list(train.horizons), **params)
     model.fit(train, valid, progress=progress)
     module = getattr(model, "module", None)
     device = str(next(module.parameters()).device) if module is not None else "cpu"

@@ -10,6 +10,7 @@ from finpipe.models.sequence import (
     CNNLSTMForecaster,
     GRUForecaster,
     LSTMForecaster,
+    SequenceForecaster,
     TFTForecaster,
     TransformerForecaster,
 )
@@ -39,6 +40,11 @@ MODEL_REGISTRY: dict[str, type[Forecaster]] = {
 def list_models() -> list[str]:
     """Registered family names, PyTorch families first."""
     return list(MODEL_REGISTRY)
+
+
+def is_pytorch_family(name: str) -> bool:
+    """Whether family `name` is a PyTorch sequence model (device, checkpoints, MC dropout)."""
+    return issubclass(model_class(name), SequenceForecaster)
 
 
 def model_class(name: str) -> type[Forecaster]:

@@ -11,11 +11,10 @@ import pandas as pd
 
 from finpipe.backtest import BacktestConfig, run_backtest, with_baselines
 from finpipe.contracts import PRICES
-from finpipe.defs.assets.models import load_research_panel
+from finpipe.defs.assets.models import load_research_frames, research_panel
 from finpipe.defs.resources import EvaluationSettings, ResearchSettings, StorageResource
 from finpipe.ingest import read_table
 from finpipe.reports import PLOTS, render_markdown, render_plots, write_report
-from finpipe.storage import ParquetStore
 from finpipe.walk_forward import (
     Fold,
     label_end_by_date,
@@ -28,11 +27,12 @@ GROUP = "evaluation"
 
 
 def plan(
-    store: ParquetStore, research: ResearchSettings, evaluation: EvaluationSettings
+    frame: pd.DataFrame,
+    label_frame: pd.DataFrame,
+    research: ResearchSettings,
+    evaluation: EvaluationSettings,
 ) -> list[Fold]:
     """The walk-forward folds over the test period that starts after `train_end`."""
-    frame = store.read("features", "features")
-    label_frame = store.read("features", "labels")
     train_end = research.train_end_date(frame["date"])
     dates = pd.DatetimeIndex(frame["date"].unique()).sort_values()
     return walk_forward_splits(
@@ -57,7 +57,7 @@ def plan_folds(
     evaluation: EvaluationSettings,
 ):
     """One dynamic output per fold, so each fold is its own step."""
-    folds = plan(storage.store(), research, evaluation)
+    folds = plan(*load_research_frames(storage.store()), research, evaluation)
     context.log.info(
         "walk-forward: %d folds, test %s..%s, retrain every %d dates, %s window",
         len(folds),
@@ -80,8 +80,9 @@ def run_walk_forward_fold(
 ) -> str:
     """Train every evaluated family on the fold's purged window and predict its test dates."""
     store = storage.store()
-    fold = plan(store, research, evaluation)[fold_index]
-    panel, _ = load_research_panel(store, research)
+    frame, label_frame = load_research_frames(store)
+    fold = plan(frame, label_frame, research, evaluation)[fold_index]
+    panel, _ = research_panel(frame, label_frame, research)
     models = {
         family: {"family": family, **evaluation.params_for(family)}
         for family in evaluation.families

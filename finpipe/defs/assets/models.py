@@ -12,25 +12,36 @@ import pandas as pd
 from finpipe.defs.assets.features import features, labels
 from finpipe.defs.resources import ResearchSettings, StorageResource, TrainingSettings
 from finpipe.models import PanelData
-from finpipe.models.fitting import research_split, train_family, training_curve_png
-from finpipe.models.registry import list_models, model_class
+from finpipe.models.fitting import train_family, train_valid_split, training_curve_png
+from finpipe.models.registry import is_pytorch_family, list_models, model_class
 from finpipe.models.tuning import tune
 from finpipe.storage import ParquetStore
 
 GROUP = "models"
-TORCH_FAMILIES = {"lstm", "gru", "transformer", "cnn_lstm", "tft"}
 
 
-def load_research_panel(store: ParquetStore, research: ResearchSettings) -> tuple[PanelData, Any]:
-    """(panel of stored features and labels, train_end) for the configured horizons."""
+def load_research_frames(store: ParquetStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(stored features, stored labels)."""
     frame = store.read("features", "features")
     label_frame = store.read("features", "labels")
     if frame is None or label_frame is None:
         raise FileNotFoundError(
             "features and labels are not stored yet: materialize group features"
         )
+    return frame, label_frame
+
+
+def research_panel(
+    frame: pd.DataFrame, label_frame: pd.DataFrame, research: ResearchSettings
+) -> tuple[PanelData, Any]:
+    """(panel of features and labels for the configured horizons, train_end)."""
     panel = PanelData.from_frames(frame, label_frame, horizons=tuple(research.horizons))
     return panel, research.train_end_date(frame["date"])
+
+
+def load_research_panel(store: ParquetStore, research: ResearchSettings) -> tuple[PanelData, Any]:
+    """`research_panel` of the stored features and labels."""
+    return research_panel(*load_research_frames(store), research)
 
 
 def tuned_params(store: ParquetStore, family: str) -> dict[str, Any]:
@@ -58,7 +69,7 @@ def model_asset(family: str) -> dg.AssetsDefinition:
         name=f"model_{family}",
         group_name=GROUP,
         deps=[features, labels],
-        kinds={"pytorch" if family in TORCH_FAMILIES else "scikitlearn"},
+        kinds={"pytorch" if is_pytorch_family(family) else "scikitlearn"},
         description=f"{model_class(family).__doc__ or family}".strip().splitlines()[0],
         retry_policy=dg.RetryPolicy(max_retries=1),
     )
@@ -70,14 +81,14 @@ def model_asset(family: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         store = storage.store()
         panel, train_end = load_research_panel(store, research)
-        in_sample, _ = research_split(panel, train_end)
+        train, valid = train_valid_split(panel, train_end, training.valid_fraction)
         params = {**training.params_for(family), **tuned_params(store, family)}
-        if family in TORCH_FAMILIES:
+        if is_pytorch_family(family):
             params.setdefault("checkpoint_dir", storage.checkpoint_dir(family))
         context.log.info(
             "%s: training on %d samples up to %s with %s",
             family,
-            in_sample.n_samples,
+            train.n_samples,
             pd.Timestamp(train_end).date(),
             params,
         )
@@ -93,7 +104,7 @@ def model_asset(family: str) -> dg.AssetsDefinition:
                 100 * record.get("data_share", 0.0),
             )
 
-        run = train_family(family, in_sample, params, training.valid_fraction, progress=log_epoch)
+        run = train_family(family, train, valid, params, progress=log_epoch)
         with tempfile.TemporaryDirectory() as tmp:
             run.model.save(tmp)
             path = store.put_folder(tmp, "models", family)
@@ -144,10 +155,7 @@ def tuned_params_table(
     """
     store = storage.store()
     panel, train_end = load_research_panel(store, research)
-    in_sample, _ = research_split(panel, train_end)
-    from finpipe.models.panel import time_split
-
-    train, valid = time_split(in_sample, valid_fraction=training.valid_fraction)
+    train, valid = train_valid_split(panel, train_end, training.valid_fraction)
     rows = []
     for family in training.tune_families:
         context.log.info(

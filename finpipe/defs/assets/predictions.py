@@ -24,8 +24,8 @@ from finpipe.forecast import (
     fit_forecast_system,
 )
 from finpipe.ingest import read_table
-from finpipe.models import load_model, time_split
-from finpipe.models.fitting import research_split
+from finpipe.models import load_model
+from finpipe.models.fitting import train_valid_split
 from finpipe.models.registry import list_models
 from finpipe.predictions import (
     fill_realised,
@@ -71,8 +71,7 @@ def predictions(
     panel, train_end = load_research_panel(store, research)
     members = load_members(store)
     context.log.info("predictions: members %s", sorted(members))
-    in_sample, _ = research_split(panel, train_end)
-    train, valid = time_split(in_sample, valid_fraction=training.valid_fraction)
+    train, valid = train_valid_split(panel, train_end, training.valid_fraction)
     calibration, evaluation = calibration_windows(panel, train_end, forecasting.calibration_days)
     vol = recent_volatility(read_table(store, "prices", PRICES))
     levels = tuple(forecasting.levels)

@@ -88,6 +88,24 @@ def _price(panel: Panel, _: FamilyInputs) -> Columns:
     yield "VWAP0", divide((h + lo + c) / 3.0, c)
 
 
+def _gain_loss_shares(
+    prefix: str, x: np.ndarray, abs_change: RollingMoments, windows: tuple[int, ...]
+) -> Columns:
+    """Qlib's SUMP/SUMN/SUMD (and with prefix V, on volume): shares of gains and losses.
+
+    Sum of gains = (sum|d| + sum d) / 2 and of losses = (sum|d| - sum d) / 2, where sum d
+    telescopes to x[t] - x[t-w]: Qlib's definitions in exact arithmetic.
+    """
+    total = {w: abs_change.sum(w) for w in windows}
+    net = {w: x - lag(x, w) for w in windows}
+    for w in windows:
+        yield f"{prefix}SUMP{w}", divide((total[w] + net[w]) / 2.0, total[w] + EPS)
+    for w in windows:
+        yield f"{prefix}SUMN{w}", divide((total[w] - net[w]) / 2.0, total[w] + EPS)
+    for w in windows:
+        yield f"{prefix}SUMD{w}", divide(net[w], total[w] + EPS)
+
+
 def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
     windows = inputs.config.alpha158_windows
     c = panel.fields["close"]
@@ -126,16 +144,7 @@ def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
         yield f"CNTN{w}", moves.mean(w, "y")
     for w in windows:
         yield f"CNTD{w}", moves.mean(w, "x") - moves.mean(w, "y")
-    # Sum of gains = (sum|d| + sum d) / 2 and of losses = (sum|d| - sum d) / 2, where sum d
-    # telescopes to close[t] - close[t-w]: Qlib's SUMP/SUMN/SUMD in exact arithmetic.
-    total = {w: abs_moves.sum(w) for w in windows}
-    net = {w: c - lag(c, w) for w in windows}
-    for w in windows:
-        yield f"SUMP{w}", divide((total[w] + net[w]) / 2.0, total[w] + EPS)
-    for w in windows:
-        yield f"SUMN{w}", divide((total[w] - net[w]) / 2.0, total[w] + EPS)
-    for w in windows:
-        yield f"SUMD{w}", divide(net[w], total[w] + EPS)
+    yield from _gain_loss_shares("", c, abs_moves, windows)
 
 
 def _range(panel: Panel, inputs: FamilyInputs) -> Columns:
@@ -189,14 +198,7 @@ def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
         yield f"VSTD{w}", divide(volume.std(w), v + EPS)
     for w in windows:
         yield f"WVMA{w}", divide(weighted.std(w), weighted.mean(w) + EPS)
-    total = {w: abs_change.sum(w) for w in windows}
-    net = {w: v - lag(v, w) for w in windows}
-    for w in windows:
-        yield f"VSUMP{w}", divide((total[w] + net[w]) / 2.0, total[w] + EPS)
-    for w in windows:
-        yield f"VSUMN{w}", divide((total[w] - net[w]) / 2.0, total[w] + EPS)
-    for w in windows:
-        yield f"VSUMD{w}", divide(net[w], total[w] + EPS)
+    yield from _gain_loss_shares("V", v, abs_change, windows)
 
 
 FAMILIES = (

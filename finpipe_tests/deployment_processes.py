@@ -259,10 +259,19 @@ class DagsterApi:
             if event.get("error") or event.get("level") in ("ERROR", "CRITICAL")
         ]
 
-    def terminate_run(self, run_id: str) -> None:
-        result = self.query(TERMINATE_RUN, {"runId": run_id})["terminateRun"]
-        if result["__typename"] != "TerminateRunSuccess":
+    def terminate_run(self, run_id: str, timeout: float = 60.0) -> None:
+        """Terminate a queued or running run. A run the queue has just handed to its
+        launcher (STARTING) cannot be terminated yet: try again until it has started."""
+
+        def terminated() -> bool:
+            result = self.query(TERMINATE_RUN, {"runId": run_id})["terminateRun"]
+            if result["__typename"] == "TerminateRunSuccess":
+                return True
+            if "status STARTING" in result.get("message", ""):
+                return False
             raise RuntimeError(f"terminating run {run_id} failed: {result}")
+
+        wait_until(f"run {run_id} to be terminable", terminated, timeout, interval=0.5)
 
     def schedule_state(self, name: str) -> dict[str, Any]:
         """id, status and latest ticks (newest first) of a schedule."""

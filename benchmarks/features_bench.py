@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finpipe.data.sources.release_lag import conservative_available_at
 from finpipe.features import FeatureConfig, build_features, fit_garch
-from finpipe.sources.release_lag import conservative_available_at
 
 
 def synthetic_ohlcv(n_tickers: int, n_days: int, seed: int) -> pd.DataFrame:

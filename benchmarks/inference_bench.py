@@ -32,13 +32,13 @@ import pandas as pd
 import torch
 from training_bench import HORIZONS, demo_frames
 
-from finpipe.forecast import ForecastSystem, fit_forecast_system
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.forecasting.predictions import predictions_table
+from finpipe.forecasting.signals import rank_universe, signal_table
+from finpipe.forecasting.system import ForecastSystem, fit_forecast_system
+from finpipe.forecasting.uncertainty import recent_volatility
 from finpipe.models import Forecaster, PanelData, create_model, list_models, time_split
 from finpipe.models.sequence import SequenceForecaster
-from finpipe.predictions import predictions_table
-from finpipe.signals import rank_universe, signal_table
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.uncertainty import recent_volatility
 
 SMALL_TORCH = {
     "hidden_size": 16,

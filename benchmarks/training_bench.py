@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.models import (
     PanelData,
     create_model,
@@ -36,8 +37,7 @@ from finpipe.models import (
     time_split,
 )
 from finpipe.models.sequence import SequenceForecaster
-from finpipe.models.training import autocast_dtype
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.models.torch_loop import autocast_dtype
 
 HORIZONS = (1, 5, 20)
 

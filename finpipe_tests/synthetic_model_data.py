@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 
 FEATURES = ("ret_1", "ret_5", "ret_20", "vol_20")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from finpipe.core.storage import ParquetStore
 from finpipe.definitions import build_defs, defs
 from finpipe.defs.resources import MarketDataResource, StorageResource
-from finpipe.storage import ParquetStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from finpipe.core.storage import ParquetStore
 from finpipe.definitions import build_defs
 from finpipe.defs.resources import (
     EvaluationSettings,
@@ -17,7 +18,6 @@ from finpipe.defs.resources import (
 )
 from finpipe.models import load_model
 from finpipe.models.registry import list_models
-from finpipe.storage import ParquetStore
 
 TINY_TORCH = {"hidden_size": 8, "max_epochs": 2, "samples_per_epoch": 1024, "valid_samples": 512}
 TINY = {

@@ -31,8 +31,8 @@ import numpy as np
 import psycopg2
 import pytest
 
-from finpipe.market_calendar import is_trading_day
-from finpipe.storage import ParquetStore
+from finpipe.core.calendar import is_trading_day
+from finpipe.core.storage import ParquetStore
 from finpipe_tests.deployment_processes import Deployment, local_deployment
 from finpipe_tests.headless_chromium import chromium_command
 from finpipe_tests.postgres_server import PostgresServer, postgres_server

@@ -12,7 +12,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finpipe.ensemble import (
+from finpipe.core.metrics import interval_coverage, mse
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.forecasting.ensemble import (
     INTERCEPT,
     InSampleError,
     StackingEnsemble,
@@ -23,11 +25,13 @@ from finpipe.ensemble import (
     validation_weights,
     walk_forward_oof,
 )
-from finpipe.metrics import interval_coverage, mse
+from finpipe.forecasting.predictions import (
+    PREDICTIONS_COLUMNS,
+    predictions_table,
+    predictions_violations,
+)
+from finpipe.forecasting.uncertainty import SplitConformal, interval_scale, recent_volatility
 from finpipe.models import Forecaster, PanelData, create_model, time_split
-from finpipe.predictions import PREDICTIONS_COLUMNS, predictions_table, predictions_violations
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.uncertainty import SplitConformal, interval_scale, recent_volatility
 from finpipe_tests.synthetic_model_data import model_frames
 
 torch.set_num_threads(1)

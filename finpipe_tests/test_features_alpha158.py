@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.features import FeatureConfig, build_features
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
 
 WINDOWS = (5, 10, 20)
 TRAILING = 40  # dates compared at the end of the panel (covers every window)

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.features import FeatureConfig, build_features
-from finpipe.sources.synthetic import (
+from finpipe.data.sources.synthetic import (
     SyntheticConfig,
     synthetic_benchmark,
     synthetic_panel,
     synthetic_universe,
 )
+from finpipe.features import FeatureConfig, build_features
 
 CONFIG = SyntheticConfig(n_tickers=6, n_days=140, seed=2, n_sectors=2)
 

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.data.sources.synthetic import (
+    SyntheticConfig,
+    synthetic_benchmark,
+    synthetic_panel,
+    synthetic_universe,
+)
 from finpipe.features import (
     FeatureConfig,
     build_features,
     family_names,
     fit_garch,
     invalid_columns,
-)
-from finpipe.sources.synthetic import (
-    SyntheticConfig,
-    synthetic_benchmark,
-    synthetic_panel,
-    synthetic_universe,
 )
 
 SMALL = FeatureConfig(alpha158_windows=(5, 10), tickers_per_block=2, n_jobs=1)

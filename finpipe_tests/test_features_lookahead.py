@@ -13,14 +13,14 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finpipe.features import FAMILIES, FeatureConfig, GarchParams, build_features
-from finpipe.labels import forward_returns
-from finpipe.sources.synthetic import (
+from finpipe.data.sources.synthetic import (
     SyntheticConfig,
     synthetic_benchmark,
     synthetic_panel,
     synthetic_universe,
 )
+from finpipe.features import FAMILIES, FeatureConfig, GarchParams, build_features
+from finpipe.features.labels import forward_returns
 
 TICKERS = [f"S{i:04d}" for i in range(8)]
 GARCH = GarchParams(

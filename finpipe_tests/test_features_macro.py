@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
 from finpipe.features import FeatureConfig, build_features
 from finpipe.features.macro import as_of
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
 
 CONFIG = SyntheticConfig(n_tickers=2, n_days=60, seed=3, start="2021-01-04")
 

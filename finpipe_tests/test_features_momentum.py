@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.features import FeatureConfig, build_features
 from finpipe.features.microstructure import corwin_schultz
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from ta.trend import MACD
 from ta.volatility import AverageTrueRange, BollingerBands
 from ta.volume import MFIIndicator, OnBalanceVolumeIndicator, VolumeWeightedAveragePrice
 
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.features import FeatureConfig, build_features
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 from arch import arch_model
 from arch.univariate import GARCH
 
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.features import FeatureConfig, GarchParams, build_features, fit_garch
 from finpipe.features.garch import garch_forecast
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
 
 ANNUAL = np.sqrt(252)
 

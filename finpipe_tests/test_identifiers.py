@@ -1,13 +1,13 @@
 import pytest
 
-from finpipe.identifiers import (
+from finpipe.core.identifiers import (
     InvalidIdentifierError,
     validate_series_id,
     validate_ticker,
     validate_tickers,
 )
-from finpipe.storage import ParquetStore
-from finpipe.universe import universe_frame
+from finpipe.core.storage import ParquetStore
+from finpipe.data.universe import universe_frame
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@ from datetime import date
 import pandas as pd
 import pandas.testing as pdt
 
-from finpipe.contracts import PRICES
-from finpipe.ingest import read_table, refresh_dataset
-from finpipe.sources.synthetic import SyntheticConfig, SyntheticSource
-from finpipe.storage import ParquetStore
+from finpipe.core.contracts import PRICES
+from finpipe.core.storage import ParquetStore
+from finpipe.data.ingest import read_table, refresh_dataset
+from finpipe.data.sources.synthetic import SyntheticConfig, SyntheticSource
 
 TODAY = pd.Timestamp("2030-01-01")
 CONFIG = SyntheticConfig(n_tickers=3, n_days=120, seed=3)

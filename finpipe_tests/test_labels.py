@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.labels import forward_returns
+from finpipe.features.labels import forward_returns
 
 
 def _prices() -> pd.DataFrame:

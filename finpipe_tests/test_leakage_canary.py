@@ -15,18 +15,18 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from finpipe.backtest import BacktestConfig, BacktestResult, run_backtest
-from finpipe.features.config import FeatureConfig
-from finpipe.features.engine import build_features
-from finpipe.labels import forward_returns
-from finpipe.models.panel import PanelData
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.walk_forward import (
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.evaluation.backtest import BacktestConfig, BacktestResult, run_backtest
+from finpipe.evaluation.walk_forward import (
     fold_views,
     label_end_by_date,
     run_walk_forward,
     walk_forward_splits,
 )
+from finpipe.features.config import FeatureConfig
+from finpipe.features.engine import build_features
+from finpipe.features.labels import forward_returns
+from finpipe.models.panel_data import PanelData
 
 MODELS = {
     "ridge": {"family": "ridge"},

@@ -1,4 +1,4 @@
-"""finpipe.metrics against hand-worked values and scipy references."""
+"""finpipe.core.metrics against hand-worked values and scipy references."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import pearsonr, spearmanr
 
-from finpipe.metrics import (
+from finpipe.core.metrics import (
     daily_directional_accuracy,
     daily_ic,
     daily_rank_ic,

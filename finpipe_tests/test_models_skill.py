@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finpipe.metrics import forecast_metrics
+from finpipe.core.metrics import forecast_metrics
 from finpipe.models import PanelData, create_model, list_models, model_class, time_split
 from finpipe.models.sequence import SequenceForecaster
 from finpipe_tests.synthetic_model_data import model_frames

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.core.calendar import closed_reason, is_trading_day
 from finpipe.defs.schedules import daily_refresh_schedule, weekly_evaluate_schedule
 from finpipe.defs.sensors import drift_retrain_sensor, run_failure_alert
-from finpipe.drift import (
+from finpipe.monitoring.drift import (
     DriftThresholds,
     assess_drift,
     drift_episode,
@@ -22,7 +23,6 @@ from finpipe.drift import (
     population_stability_index,
     psi_band,
 )
-from finpipe.market_calendar import closed_reason, is_trading_day
 
 NY = ZoneInfo("America/New_York")
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from finpipe.metrics import (
+from finpipe.core.metrics import (
     accuracy_ci,
     annualized_return,
     annualized_volatility,

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.baselines import (
+from finpipe.evaluation.baselines import (
     baseline_predictions,
     close_matrix,
     momentum_12_1,
     random_signal,
     short_term_reversal,
 )
-from finpipe.portfolio import (
+from finpipe.evaluation.simulation import (
     buy_and_hold,
     daily_returns,
     simulate_portfolio,
-    target_weights,
+    top_k_weights,
 )
 
 DATES = pd.bdate_range("2020-01-01", periods=6)
@@ -77,13 +77,13 @@ def test_fractional_k_and_missing_names() -> None:
         [[5.0, 4.0, 3.0, 2.0, 1.0], [np.nan, np.nan, 1.0, 2.0, np.nan], [np.nan] * 5],
         columns=list("ABCDE"),
     )
-    weights = target_weights(signal, 0.4, "long_short")
+    weights = top_k_weights(signal, 0.4, "long_short")
     # Five names: k = 2 per leg; two names: k = max(floor(0.8), 1) = 1; none: NaN row.
     np.testing.assert_allclose(weights.iloc[0], [0.5, 0.5, 0.0, -0.5, -0.5])
     np.testing.assert_allclose(weights.iloc[1], [0.0, 0.0, -1.0, 1.0, 0.0])
     assert weights.iloc[2].isna().all()
     with pytest.raises(ValueError, match="k must be"):
-        target_weights(signal, 1.5)
+        top_k_weights(signal, 1.5)
 
 
 def _loop_reference(

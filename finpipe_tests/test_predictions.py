@@ -11,7 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from finpipe.predictions import (
+from finpipe.core.storage import ParquetStore
+from finpipe.forecasting.predictions import (
     HISTORY_COLUMNS,
     HISTORY_SCHEMA,
     PREDICTIONS_COLUMNS,
@@ -27,8 +28,7 @@ from finpipe.predictions import (
     write_prediction_history,
     write_predictions,
 )
-from finpipe.storage import ParquetStore
-from finpipe.uncertainty import SplitConformal
+from finpipe.forecasting.uncertainty import SplitConformal
 
 TICKERS = ["AAA", "BBB", "CCC"]
 MODELS = ["ensemble", "lstm", "ridge"]

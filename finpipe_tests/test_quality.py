@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.contracts import FUNDAMENTALS, MACRO, PRICES, conform
-from finpipe.quality import (
+from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, conform
+from finpipe.data.quality import (
     FUNDAMENTAL_RULES,
     MACRO_RULES,
     PRICE_RULES,

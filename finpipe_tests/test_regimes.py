@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from finpipe.regimes import (
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_benchmark
+from finpipe.evaluation.regimes import (
     STRESS_WINDOWS,
     benchmark_close,
     covered_stress_windows,
@@ -23,7 +24,6 @@ from finpipe.regimes import (
     trend_regime,
     volatility_regime,
 )
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_benchmark
 
 BENCHMARK = benchmark_close(synthetic_benchmark(SyntheticConfig(n_days=1500, regimes=True)))
 FULL = market_regimes(BENCHMARK)

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.backtest import BacktestConfig, BacktestResult, run_backtest, with_baselines
-from finpipe.labels import forward_returns
-from finpipe.metrics import forecast_metrics
-from finpipe.models.panel import PanelData
-from finpipe.reports import PLOTS, write_report
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
-from finpipe.walk_forward import label_end_by_date, run_walk_forward, walk_forward_splits
+from finpipe.core.metrics import forecast_metrics
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
+from finpipe.evaluation.backtest import BacktestConfig, BacktestResult, run_backtest, with_baselines
+from finpipe.evaluation.reports import PLOTS, write_report
+from finpipe.evaluation.walk_forward import label_end_by_date, run_walk_forward, walk_forward_splits
+from finpipe.features.labels import forward_returns
+from finpipe.models.panel_data import PanelData
 from finpipe_tests.headless_chromium import chromium_command
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

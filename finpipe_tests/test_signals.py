@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.signals import (
+from finpipe.forecasting.signals import (
     BUY,
     HOLD,
     SELL,

@@ -6,10 +6,10 @@ import pytest
 from arch.data import sp500
 from skfolio.datasets import load_sp500_dataset
 
-from finpipe.contracts import MACRO, PRICES, schema_violations
-from finpipe.sources.base import MacroSource, PriceSource
-from finpipe.sources.bundled import BundledSource
-from finpipe.universe import SP500_20
+from finpipe.core.contracts import MACRO, PRICES, schema_violations
+from finpipe.data.sources.base import MacroSource, PriceSource
+from finpipe.data.sources.bundled import BundledSource
+from finpipe.data.universe import SP500_20
 
 SOURCE = BundledSource()
 

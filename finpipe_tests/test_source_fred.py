@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 import fredapi.fred
 import pytest
 
-from finpipe.contracts import MACRO, schema_violations
-from finpipe.identifiers import InvalidIdentifierError
-from finpipe.sources.base import MacroSource, SourceUnavailableError
-from finpipe.sources.fred import FredRequestError, FredSource
+from finpipe.core.contracts import MACRO, schema_violations
+from finpipe.core.identifiers import InvalidIdentifierError
+from finpipe.data.sources.base import MacroSource, SourceUnavailableError
+from finpipe.data.sources.fred import FredRequestError, FredSource
 
 API_KEY = "0123456789abcdef0123456789abcdef"
 OFFLINE_CONFIG = '{"resources": {"market_data": {"config": {"source": "bundled"}}}}'

@@ -5,9 +5,9 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from finpipe.contracts import PRICES, schema_violations
-from finpipe.quality import PRICE_RULES, quarantine_split
-from finpipe.sources.synthetic import (
+from finpipe.core.contracts import PRICES, schema_violations
+from finpipe.data.quality import PRICE_RULES, quarantine_split
+from finpipe.data.sources.synthetic import (
     SyntheticConfig,
     SyntheticSource,
     synthetic_panel,

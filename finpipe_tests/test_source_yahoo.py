@@ -25,10 +25,10 @@ from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
 from yfinance import utils as yf_utils
 from yfinance.exceptions import YFException, YFPricesMissingError, YFTzMissingError
 
-from finpipe.contracts import FUNDAMENTALS, PRICES, ContractError, schema_violations
-from finpipe.identifiers import InvalidIdentifierError
-from finpipe.sources.base import FundamentalsSource, PriceSource, SourceUnavailableError
-from finpipe.sources.yahoo import YahooSource
+from finpipe.core.contracts import FUNDAMENTALS, PRICES, ContractError, schema_violations
+from finpipe.core.identifiers import InvalidIdentifierError
+from finpipe.data.sources.base import FundamentalsSource, PriceSource, SourceUnavailableError
+from finpipe.data.sources.yahoo import YahooSource
 
 pytestmark = pytest.mark.filterwarnings(
     # yfinance 1.7.0's own download() code on pandas 3.1; not ours to fix.
@@ -312,12 +312,12 @@ def test_unknown_ticker_gives_no_rows_and_a_warning(
         monkeypatch,
         histories={"AAPL": yahoo_history(days, [10.0, 11.0]), "ZZZZ": YFTzMissingError("ZZZZ")},
     )
-    with caplog.at_level(logging.WARNING, logger="finpipe.sources.yahoo"):
+    with caplog.at_level(logging.WARNING, logger="finpipe.data.sources.yahoo"):
         prices = source(yahoo, sleeps).prices(["AAPL", "ZZZZ"], date(2024, 1, 2), date(2024, 1, 3))
 
     assert set(prices["ticker"]) == {"AAPL"}
     assert sleeps == []
-    warnings = [r for r in caplog.records if r.name == "finpipe.sources.yahoo"]
+    warnings = [r for r in caplog.records if r.name == "finpipe.data.sources.yahoo"]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
     assert "ZZZZ" in warnings[0].getMessage()
@@ -474,14 +474,14 @@ def test_fundamentals_empty_or_unknown_give_no_rows_and_a_warning(
             ("AAPL", "quarterly_balance_sheet"): not_found,
         },
     )
-    with caplog.at_level(logging.WARNING, logger="finpipe.sources.yahoo"):
+    with caplog.at_level(logging.WARNING, logger="finpipe.data.sources.yahoo"):
         rows = source(yahoo).fundamentals(
             ["SPY", "ZZZZ", "AAPL"], date(2023, 1, 1), date(2024, 1, 1)
         )
 
     assert set(rows["ticker"]) == {"AAPL"}
     assert len(rows) == 7
-    warned = [r.getMessage() for r in caplog.records if r.name == "finpipe.sources.yahoo"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "finpipe.data.sources.yahoo"]
     assert len(warned) == 2
     assert "SPY" in warned[0]
     assert "ZZZZ" in warned[1]

@@ -6,8 +6,8 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from finpipe.contracts import PRICES, ContractError, conform, schema_violations
-from finpipe.storage import ParquetStore
+from finpipe.core.contracts import PRICES, ContractError, conform, schema_violations
+from finpipe.core.storage import ParquetStore
 
 
 def frame(n: int = 5, offset: float = 0.0) -> pd.DataFrame:
@@ -58,7 +58,7 @@ def test_process_killed_mid_write_leaves_previous_data_intact(tmp_path):
         import os
         import fsspec.implementations.local as local
         from finpipe_tests.test_storage import frame
-        from finpipe.storage import ParquetStore
+        from finpipe.core.storage import ParquetStore
 
         real_write = local.LocalFileOpener.write
         def dying_write(self, data):

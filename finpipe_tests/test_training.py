@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from finpipe.models import PanelData, TrainingFailedError, create_model, time_split
-from finpipe.models.panel import FeatureScaler, TargetScaler, WindowDataset, window_dataset
-from finpipe.models.training import (
+from finpipe.models.panel_data import FeatureScaler, TargetScaler, WindowDataset, window_dataset
+from finpipe.models.torch_loop import (
     CheckpointError,
     CheckpointManager,
     DeviceUnavailableError,
@@ -162,7 +162,7 @@ def test_broken_checkpoint_keeps_the_previous_best(
     def write_garbage(obj: object, path: Path) -> None:
         path.write_bytes(b"not a checkpoint")
 
-    monkeypatch.setattr("finpipe.models.training._atomic_torch_save", write_garbage)
+    monkeypatch.setattr("finpipe.models.torch_loop._atomic_torch_save", write_garbage)
     with pytest.raises(CheckpointError, match="does not load"):
         manager.save(3, 0.5, _state(0.5))
     assert manager.best()["epoch"] == 2

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from finpipe.models import PanelData, create_model
-from finpipe.uncertainty import (
+from finpipe.forecasting.uncertainty import (
     ConformalError,
     SplitConformal,
     confidence_from_width,
@@ -26,6 +25,7 @@ from finpipe.uncertainty import (
     normalised_width,
     recent_volatility,
 )
+from finpipe.models import PanelData, create_model
 from finpipe_tests.synthetic_model_data import model_frames
 
 torch.set_num_threads(1)

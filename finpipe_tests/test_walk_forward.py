@@ -9,12 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finpipe.labels import forward_returns
-from finpipe.models.base import LeakageError
-from finpipe.models.panel import PanelData
-from finpipe.models.registry import create_model
-from finpipe.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.walk_forward import (
+from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.evaluation.walk_forward import (
     ENSEMBLE,
     Fold,
     check_purged,
@@ -27,6 +23,10 @@ from finpipe.walk_forward import (
     validation_weighted_combiner,
     walk_forward_splits,
 )
+from finpipe.features.labels import forward_returns
+from finpipe.models.base import LeakageError
+from finpipe.models.panel_data import PanelData
+from finpipe.models.registry import create_model
 
 
 def _calendar(n: int) -> pd.DatetimeIndex:

@@ -9,18 +9,18 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from finpipe.drift import DriftThresholds
-from finpipe.models.registry import is_pytorch_family
-from finpipe.sources.base import FundamentalsSource, MacroSource, PriceSource
-from finpipe.sources.bundled import BundledSource, bundled_prices
-from finpipe.sources.synthetic import (
+from finpipe.core.storage import ParquetStore
+from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
+from finpipe.data.sources.bundled import BundledSource, bundled_prices
+from finpipe.data.sources.synthetic import (
     BENCHMARK_TICKER,
     SyntheticConfig,
     SyntheticSource,
     synthetic_universe,
 )
-from finpipe.storage import ParquetStore
-from finpipe.universe import universe_frame
+from finpipe.data.universe import universe_frame
+from finpipe.models.registry import is_pytorch_family
+from finpipe.monitoring.drift import DriftThresholds
 
 # yfinance and fredapi are imported only when the live source is chosen: slow imports.
 SOURCES = ("bundled", "live", "synthetic")
@@ -100,7 +100,7 @@ class ForecastSettings(dg.ConfigurableResource):
 
     Conformal intervals are calibrated on the first `calibration_days` after `train_end`
     and their coverage measured on every `coverage_every`-th later date. Signals use the
-    thresholds of `finpipe.signals.SignalThresholds`.
+    thresholds of `finpipe.forecasting.signals.SignalThresholds`.
     """
 
     calibration_days: int = 252
@@ -139,8 +139,9 @@ class EvaluationSettings(dg.ConfigurableResource):
 
 
 class MonitoringSettings(dg.ConfigurableResource):
-    """Drift thresholds (see `finpipe.drift`): PSI bands 0.1 / 0.25, KS p-value, the share of
-    drifted features that triggers a retrain, and the live rank-IC drop against validation."""
+    """Drift thresholds (see `finpipe.monitoring.drift`): PSI bands 0.1 / 0.25, KS p-value,
+    the share of drifted features that triggers a retrain, and the live rank-IC drop against
+    validation."""
 
     recent_days: int = 63
     reference_rows: int = 50_000
@@ -218,7 +219,7 @@ class MarketDataResource(dg.ConfigurableResource):
         if self.source == "synthetic":
             return SyntheticSource(self.synthetic_config())
         if self.source == "live":
-            from finpipe.sources.yahoo import YahooSource
+            from finpipe.data.sources.yahoo import YahooSource
 
             return YahooSource()
         return BundledSource()
@@ -228,7 +229,7 @@ class MarketDataResource(dg.ConfigurableResource):
         if self.source == "synthetic":
             return None
         if self.source == "live":
-            from finpipe.sources.fred import FredSource
+            from finpipe.data.sources.fred import FredSource
 
             return FredSource(api_key=fred.api_key)
         return BundledSource()
@@ -237,7 +238,7 @@ class MarketDataResource(dg.ConfigurableResource):
         self._check_source()
         if self.source != "live":
             return None
-        from finpipe.sources.yahoo import YahooSource
+        from finpipe.data.sources.yahoo import YahooSource
 
         return YahooSource()
 

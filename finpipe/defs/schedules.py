@@ -7,8 +7,8 @@ import os
 
 import dagster as dg
 
+from finpipe.core.calendar import closed_reason
 from finpipe.defs.jobs import daily_refresh_job, evaluate_job
-from finpipe.market_calendar import closed_reason
 
 NEW_YORK = "America/New_York"
 DAILY_REFRESH_CRON = os.environ.get("FINPIPE_DAILY_REFRESH_CRON", "30 18 * * 1-5")

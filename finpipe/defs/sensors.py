@@ -6,8 +6,8 @@ import os
 
 import dagster as dg
 
-from finpipe.alerts import WEBHOOK_ENV, failure_payload, post_webhook
 from finpipe.defs.jobs import retrain_job
+from finpipe.monitoring.alerts import WEBHOOK_ENV, failure_payload, post_webhook
 
 SENSOR_INTERVAL_S = int(os.environ.get("FINPIPE_SENSOR_INTERVAL_S", "300"))
 DRIFT_REPORT = dg.AssetKey("drift_report")

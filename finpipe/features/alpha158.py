@@ -21,7 +21,7 @@ import numpy as np
 
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import (
     RollingMoments,
     divide,
@@ -65,7 +65,7 @@ def _rolling_names(ops: tuple[str, ...]):
     return names
 
 
-def _kbar(panel: Panel, _: FamilyInputs) -> Columns:
+def _kbar(panel: PricePanel, _: FamilyInputs) -> Columns:
     o, h, lo, c = (panel.fields[k] for k in ("open", "high", "low", "close"))
     span = h - lo + EPS
     top, bottom = np.maximum(o, c), np.minimum(o, c)
@@ -80,7 +80,7 @@ def _kbar(panel: Panel, _: FamilyInputs) -> Columns:
     yield "KSFT2", divide(2 * c - h - lo, span)
 
 
-def _price(panel: Panel, _: FamilyInputs) -> Columns:
+def _price(panel: PricePanel, _: FamilyInputs) -> Columns:
     o, h, lo, c = (panel.fields[k] for k in ("open", "high", "low", "close"))
     yield "OPEN0", divide(o, c)
     yield "HIGH0", divide(h, c)
@@ -106,7 +106,7 @@ def _gain_loss_shares(
         yield f"{prefix}SUMD{w}", divide(net[w], total[w] + EPS)
 
 
-def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _close(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     windows = inputs.config.alpha158_windows
     c = panel.fields["close"]
     moments = RollingMoments(c, max_window=max(windows))
@@ -147,7 +147,7 @@ def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield from _gain_loss_shares("", c, abs_moves, windows)
 
 
-def _range(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _range(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     windows = inputs.config.alpha158_windows
     c, h, lo = panel.fields["close"], panel.fields["high"], panel.fields["low"]
     highest = rolling_extremes(h, windows, "max")
@@ -166,7 +166,7 @@ def _range(panel: Panel, inputs: FamilyInputs) -> Columns:
         yield f"IMXD{w}", (highest[w][1] - lowest[w][1]) / w
 
 
-def _extremes_on_close(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _extremes_on_close(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     windows = inputs.config.alpha158_windows
     c = panel.fields["close"]
     highest = rolling_extremes(c, windows, "max")
@@ -177,7 +177,7 @@ def _extremes_on_close(panel: Panel, inputs: FamilyInputs) -> Columns:
         yield f"MIN{w}", divide(lowest[w][0], c)
 
 
-def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _volume(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     windows = inputs.config.alpha158_windows
     span = max(windows)
     c, v = panel.fields["close"], panel.fields["volume"]

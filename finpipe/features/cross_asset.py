@@ -20,7 +20,7 @@ from scipy.stats import rankdata
 
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import RollingMoments, lag, log
 
 
@@ -28,7 +28,7 @@ def _benchmark_names(config: FeatureConfig, _: frozenset[str]) -> list[str]:
     return [f"bench_{k}_{w}" for k in ("beta", "corr") for w in config.benchmark_windows]
 
 
-def _benchmark(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _benchmark(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     windows = inputs.config.benchmark_windows
     log_close = log(panel.fields["close"])
     returns = log_close - lag(log_close, 1)
@@ -69,7 +69,7 @@ def _cross_sectional_names(config: FeatureConfig, upstream: frozenset[str]) -> l
     return [f"cs_{kind}_{b}" for b in bases for kind in ("rank", "z")]
 
 
-def _cross_sectional(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _cross_sectional(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     for name in _cross_sectional_names(inputs.config, inputs.available):
         kind, base = name.split("_", 2)[1:]
         if kind == "rank":
@@ -101,7 +101,7 @@ def sector_means(values: np.ndarray, sectors: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sector(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _sector(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     h = inputs.config.sector_horizon
     universe = inputs.universe.drop_duplicates("ticker").set_index("ticker")["sector"]
     sector = universe.reindex(panel.tickers)

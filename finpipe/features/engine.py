@@ -29,7 +29,7 @@ from finpipe.features import (
 )
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Family, FamilyInputs
-from finpipe.features.panel import Panel, RowIndex, build_panel, ticker_column
+from finpipe.features.price_panel import PricePanel, RowIndex, build_price_panel, ticker_column
 
 FAMILIES: tuple[Family, ...] = (
     *alpha158.FAMILIES,
@@ -106,7 +106,7 @@ def _prepare_macro(frame: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def _plan(
-    panel: Panel, inputs: FamilyInputs, selected: list[str]
+    panel: PricePanel, inputs: FamilyInputs, selected: list[str]
 ) -> tuple[list[tuple[Family, list[str]]], dict[str, str]]:
     """Which selected families run (with their columns) and why the others do not."""
     plan: list[tuple[Family, list[str]]] = []
@@ -194,7 +194,7 @@ class _Output:
 
 def _run_families(
     plan: list[tuple[Family, list[str]]],
-    panel: Panel,
+    panel: PricePanel,
     inputs: FamilyInputs,
     output: _Output,
     tickers: slice,
@@ -235,7 +235,7 @@ def build_features(
     start = time.perf_counter()
     if prices.empty:
         raise ValueError("prices is empty: there is nothing to compute features for")
-    panel, rows = build_panel(prices)
+    panel, rows = build_price_panel(prices)
     inputs = FamilyInputs(
         config=config,
         benchmark_close=_align_benchmark(benchmark, panel.dates),

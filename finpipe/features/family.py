@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from finpipe.features.config import FeatureConfig
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 
 # A family's compute yields (column, values); values are (n_dates, n_tickers) for the panel
 # block it was given, or (n_dates,) for a date-level feature shared by every ticker.
@@ -45,7 +45,7 @@ class Family:
     group: str
     needs: tuple[str, ...]
     columns: Callable[[FeatureConfig, frozenset[str]], list[str]]
-    compute: Callable[[Panel, FamilyInputs], Columns]
+    compute: Callable[[PricePanel, FamilyInputs], Columns]
     scope: str = "ticker"
     unavailable: Callable[[FamilyInputs], str | None] | None = None
     replaces: str | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from finpipe.features.panel import build_panel
+from finpipe.features.price_panel import build_price_panel
 from finpipe.features.rolling import first_valid, lag, linear_scan, log
 
 SCALE = 100.0  # fit on percent returns: better conditioned
@@ -160,7 +160,7 @@ def fit_garch(
     """
     train_end = pd.Timestamp(train_end)
     prices = prices.loc[pd.to_datetime(prices["date"]) <= train_end]
-    panel, _ = build_panel(prices)
+    panel, _ = build_price_panel(prices)
     close = panel.fields["close"]
     returns = SCALE * (log(close) - log(lag(close, 1)))
     valid = np.isfinite(returns)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 
 
 def as_of(observations: pd.DataFrame, dates: pd.DatetimeIndex) -> np.ndarray:
@@ -62,13 +62,13 @@ def _change(values: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _vix(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _vix(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     vix = as_of(_series(inputs, "VIXCLS"), panel.dates)
     yield "vix", vix
     yield f"vix_chg_{inputs.config.vix_change}", _change(vix, inputs.config.vix_change)
 
 
-def _credit(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _credit(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     spread = as_of(_series(inputs, "BAA"), panel.dates) - as_of(_series(inputs, "AAA"), panel.dates)
     yield "credit_spread", spread
     yield (
@@ -77,7 +77,7 @@ def _credit(panel: Panel, inputs: FamilyInputs) -> Columns:
     )
 
 
-def _cpi(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _cpi(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     yield "core_cpi_yoy", as_of(year_on_year(_series(inputs, "CPILFESL")), panel.dates)
 
 

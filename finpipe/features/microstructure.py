@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import RollingMoments, divide, lag, log
 from finpipe.features.volatility import log_returns
 
@@ -37,20 +37,20 @@ def corwin_schultz(high: np.ndarray, low: np.ndarray) -> np.ndarray:
         return np.where(spread < 0, 0.0, spread)
 
 
-def _range(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _range(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     w = inputs.config.microstructure_window
     spread = corwin_schultz(panel.fields["high"], panel.fields["low"])
     yield f"cs_spread_{w}", RollingMoments(spread, max_window=w).mean(w)
 
 
-def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _close(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     w = inputs.config.microstructure_window
     r = log_returns(panel.fields["close"])
     autocov = RollingMoments(r, lag(r, 1), max_window=w).cov(w)
     yield f"roll_spread_{w}", 2.0 * np.sqrt(np.maximum(-autocov, 0.0))
 
 
-def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _volume(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     w = inputs.config.microstructure_window
     r = log_returns(panel.fields["close"])
     dollars = panel.fields["close"] * panel.fields["volume"]
@@ -58,7 +58,7 @@ def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield f"amihud_{w}", RollingMoments(impact, max_window=w).mean(w)
 
 
-def _gap(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _gap(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     w = inputs.config.microstructure_window
     gap = log(panel.fields["open"]) - log(lag(panel.fields["close"], 1))
     yield "gap", gap

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import RollingMoments, divide, lag, log
 
 
@@ -26,7 +26,7 @@ def _momentum_names(config: FeatureConfig, _: frozenset[str]) -> list[str]:
     ]
 
 
-def _momentum(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _momentum(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     log_close = log(panel.fields["close"])
     for h in config.momentum_horizons:
@@ -52,7 +52,7 @@ def _volume_names(config: FeatureConfig, _: frozenset[str]) -> list[str]:
     ]
 
 
-def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _volume(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     w, short, long = config.volume_window, config.volume_short, config.volume_long
     v = panel.fields["volume"]

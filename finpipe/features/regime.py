@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import RollingMoments, divide, lag, log, rolling_rank
 
 COLUMNS = ["regime_trend", "regime_bull", "regime_vol", "regime_vol_pct", "regime_high_vol"]
 
 
-def _regime(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _regime(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     level = inputs.benchmark_close[:, None]
     w = config.regime_trend_window

@@ -14,7 +14,7 @@ import numpy as np
 
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Columns, Family, FamilyInputs
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import (
     RollingMoments,
     divide,
@@ -54,7 +54,7 @@ def rsi(close: np.ndarray, window: int) -> np.ndarray:
     return np.where(down == 0, 100.0, 100.0 - 100.0 / (1.0 + divide(up, down)))
 
 
-def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _close(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     c = panel.fields["close"]
     for w in config.rsi_windows:
@@ -95,7 +95,7 @@ def average_true_range(
     return out
 
 
-def _range(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _range(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     c, h, lo = panel.fields["close"], panel.fields["high"], panel.fields["low"]
     w = config.stochastic_window
@@ -113,7 +113,7 @@ def _range(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield f"atr_{config.atr_window}", divide(atr, c)
 
 
-def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _volume(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     c, v = panel.fields["close"], panel.fields["volume"]
     w = config.obv_window
@@ -124,7 +124,7 @@ def _volume(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield f"obv_{w}", divide(flows.sum(w, "x"), flows.sum(w, "y"))
 
 
-def _flow(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _flow(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     c, h, lo, v = (panel.fields[k] for k in ("close", "high", "low", "volume"))
     typical = (h + lo + c) / 3.0

@@ -20,7 +20,7 @@ import numpy as np
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Columns, Family, FamilyInputs
 from finpipe.features.garch import garch_forecast
-from finpipe.features.panel import Panel
+from finpipe.features.price_panel import PricePanel
 from finpipe.features.rolling import RollingMoments, ewm, ffill, lag, log
 
 
@@ -39,7 +39,7 @@ def _close_names(config: FeatureConfig, _: frozenset[str]) -> list[str]:
     return [*rv, *ratios, "ewma_vol"]
 
 
-def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _close(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     scale = np.sqrt(config.annualization)
     r = log_returns(panel.fields["close"])
@@ -55,7 +55,7 @@ def _close(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield "ewma_vol", scale * np.sqrt(variance)
 
 
-def _parkinson(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _parkinson(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     w = config.range_volatility_window
     hl = log(panel.fields["high"]) - log(panel.fields["low"])
@@ -63,7 +63,7 @@ def _parkinson(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield f"parkinson_{w}", np.sqrt(config.annualization * mean / (4.0 * np.log(2.0)))
 
 
-def _garman_klass(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _garman_klass(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     w = config.range_volatility_window
     hl = log(panel.fields["high"]) - log(panel.fields["low"])
@@ -73,7 +73,7 @@ def _garman_klass(panel: Panel, inputs: FamilyInputs) -> Columns:
     yield f"garman_klass_{w}", np.sqrt(config.annualization * np.maximum(mean, 0.0))
 
 
-def _garch(panel: Panel, inputs: FamilyInputs) -> Columns:
+def _garch(panel: PricePanel, inputs: FamilyInputs) -> Columns:
     config = inputs.config
     omega, alpha, beta, variance = config.garch.for_tickers(panel.tickers)
     forecast = garch_forecast(log_returns(panel.fields["close"]), omega, alpha, beta, variance)

@@ -2,7 +2,7 @@
 tabular families, the panel data they train on, the shared training loop and tuning."""
 
 from finpipe.models.base import Forecaster, LeakageError, NotFittedError
-from finpipe.models.panel import FeatureScaler, PanelData, PanelDataError, time_split
+from finpipe.models.panel_data import FeatureScaler, PanelData, PanelDataError, time_split
 from finpipe.models.registry import (
     MODEL_REGISTRY,
     create_model,
@@ -10,7 +10,7 @@ from finpipe.models.registry import (
     load_model,
     model_class,
 )
-from finpipe.models.training import TrainingFailedError, select_device
+from finpipe.models.torch_loop import TrainingFailedError, select_device
 
 __all__ = [
     "MODEL_REGISTRY",

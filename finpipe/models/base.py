@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from finpipe.metrics import forecast_metrics
-from finpipe.models.panel import (
+from finpipe.core.metrics import forecast_metrics
+from finpipe.models.panel_data import (
     FeatureScaler,
     PanelData,
     PanelDataError,
     TargetScaler,
     time_split,
 )
-from finpipe.models.training import ProgressCallback
+from finpipe.models.torch_loop import ProgressCallback
 
 if TYPE_CHECKING:
     import optuna

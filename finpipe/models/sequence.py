@@ -4,7 +4,7 @@ Each network maps a window of standardised features [B, L, F] to outputs [B, H, 
 horizons and K outputs per horizon (1 point forecast, or one per quantile). No network uses
 batch norm, so train mode differs from eval mode only in dropout: Monte Carlo dropout is
 train mode under no_grad. `SequenceForecaster` wraps a network in the Forecaster interface
-and trains it with the shared loop in `finpipe.models.training`.
+and trains it with the shared loop in `finpipe.models.torch_loop`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from finpipe.models.base import COMMON_DEFAULTS, Forecaster
-from finpipe.models.panel import PanelData, WindowDataset, window_dataset
-from finpipe.models.training import (
+from finpipe.models.panel_data import PanelData, WindowDataset, window_dataset
+from finpipe.models.torch_loop import (
     LOSSES,
     ProgressCallback,
     TrainConfig,

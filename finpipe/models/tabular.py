@@ -22,10 +22,10 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegresso
 from sklearn.linear_model import ElasticNet, Ridge
 from threadpoolctl import threadpool_limits
 
-from finpipe.metrics import mse
+from finpipe.core.metrics import mse
 from finpipe.models.base import COMMON_DEFAULTS, Forecaster
-from finpipe.models.panel import PanelData, PanelDataError
-from finpipe.models.training import ProgressCallback
+from finpipe.models.panel_data import PanelData, PanelDataError
+from finpipe.models.torch_loop import ProgressCallback
 
 if TYPE_CHECKING:
     import optuna

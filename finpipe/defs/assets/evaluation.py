@@ -9,13 +9,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from finpipe.backtest import BacktestConfig, run_backtest, with_baselines
-from finpipe.contracts import PRICES
+from finpipe.core.contracts import PRICES
+from finpipe.data.ingest import read_table
 from finpipe.defs.assets.models import load_research_frames, research_panel
 from finpipe.defs.resources import EvaluationSettings, ResearchSettings, StorageResource
-from finpipe.ingest import read_table
-from finpipe.reports import PLOTS, render_markdown, render_plots, write_report
-from finpipe.walk_forward import (
+from finpipe.evaluation.backtest import BacktestConfig, run_backtest, with_baselines
+from finpipe.evaluation.reports import PLOTS, render_markdown, render_plots, write_report
+from finpipe.evaluation.walk_forward import (
     Fold,
     label_end_by_date,
     run_fold,

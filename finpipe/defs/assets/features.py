@@ -4,12 +4,12 @@ so that the one place that reads the future is auditable."""
 import dagster as dg
 import pandas as pd
 
-from finpipe.contracts import MACRO, PRICES
+from finpipe.core.contracts import MACRO, PRICES
+from finpipe.data.ingest import read_table
 from finpipe.defs.assets.ingest import benchmark_prices, raw_macro, raw_prices, universe
 from finpipe.defs.resources import ResearchSettings, StorageResource
 from finpipe.features import FeatureConfig, build_features, fit_garch
-from finpipe.ingest import read_table
-from finpipe.labels import forward_returns
+from finpipe.features.labels import forward_returns
 
 GROUP = "features"
 

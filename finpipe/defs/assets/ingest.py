@@ -3,9 +3,9 @@ incrementally into Parquet under the storage root."""
 
 import dagster as dg
 
-from finpipe.contracts import MACRO, PRICES
+from finpipe.core.contracts import MACRO, PRICES
+from finpipe.data.ingest import RefreshSummary, read_table, refresh_dataset
 from finpipe.defs.resources import FredCredentials, MarketDataResource, StorageResource
-from finpipe.ingest import RefreshSummary, read_table, refresh_dataset
 
 GROUP = "ingest"
 

@@ -9,13 +9,13 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from finpipe.core.storage import ParquetStore
 from finpipe.defs.assets.features import features, labels
 from finpipe.defs.resources import ResearchSettings, StorageResource, TrainingSettings
 from finpipe.models import PanelData
-from finpipe.models.fitting import train_family, train_valid_split, training_curve_png
 from finpipe.models.registry import is_pytorch_family, list_models, model_class
+from finpipe.models.trainer import train_family, train_valid_split, training_curve_png
 from finpipe.models.tuning import tune
-from finpipe.storage import ParquetStore
 
 GROUP = "models"
 

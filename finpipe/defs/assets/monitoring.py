@@ -7,12 +7,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from finpipe.core.storage import ParquetStore
 from finpipe.defs.assets.features import features
 from finpipe.defs.resources import MonitoringSettings, ResearchSettings, StorageResource
-from finpipe.drift import assess_drift, drift_episode, feature_drift, live_performance
+from finpipe.forecasting.predictions import read_prediction_history
 from finpipe.models.registry import list_models
-from finpipe.predictions import read_prediction_history
-from finpipe.storage import ParquetStore
+from finpipe.monitoring.drift import assess_drift, drift_episode, feature_drift, live_performance
 
 
 def validation_rank_ics(store: ParquetStore) -> dict[str, float]:

@@ -6,7 +6,9 @@ import tempfile
 import dagster as dg
 import pandas as pd
 
-from finpipe.contracts import PRICES
+from finpipe.core.contracts import PRICES
+from finpipe.core.storage import ParquetStore
+from finpipe.data.ingest import read_table
 from finpipe.defs.assets.features import labels
 from finpipe.defs.assets.models import MODEL_ASSETS, load_research_panel
 from finpipe.defs.resources import (
@@ -15,19 +17,8 @@ from finpipe.defs.resources import (
     StorageResource,
     TrainingSettings,
 )
-from finpipe.ensemble import updated_weights
-from finpipe.forecast import (
-    STACKED,
-    calibration_windows,
-    evaluate_coverage,
-    every_nth_date,
-    fit_forecast_system,
-)
-from finpipe.ingest import read_table
-from finpipe.models import load_model
-from finpipe.models.fitting import train_valid_split
-from finpipe.models.registry import list_models
-from finpipe.predictions import (
+from finpipe.forecasting.ensemble import updated_weights
+from finpipe.forecasting.predictions import (
     fill_realised,
     predictions_table,
     read_prediction_history,
@@ -35,9 +26,18 @@ from finpipe.predictions import (
     write_prediction_history,
     write_predictions,
 )
-from finpipe.signals import SignalThresholds, rank_universe, signal_table
-from finpipe.storage import ParquetStore
-from finpipe.uncertainty import coverage_table, recent_volatility
+from finpipe.forecasting.signals import SignalThresholds, rank_universe, signal_table
+from finpipe.forecasting.system import (
+    STACKED,
+    calibration_windows,
+    evaluate_coverage,
+    every_nth_date,
+    fit_forecast_system,
+)
+from finpipe.forecasting.uncertainty import coverage_table, recent_volatility
+from finpipe.models import load_model
+from finpipe.models.registry import list_models
+from finpipe.models.trainer import train_valid_split
 
 GROUP = "predictions"
 

@@ -1,4 +1,4 @@
-"""Data quality checks on the stored ingest tables (rules live in `finpipe.quality`).
+"""Data quality checks on the stored ingest tables (rules live in `finpipe.data.quality`).
 
 One check step per asset reads the stored table once and reports every check: schema, key
 and row rules block downstream assets; gaps, staleness and the quarantine report warn.
@@ -9,11 +9,9 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 import pandas as pd
 
-from finpipe.contracts import FUNDAMENTALS, MACRO, PRICES, Contract
-from finpipe.defs.assets.ingest import benchmark_prices, raw_fundamentals, raw_macro, raw_prices
-from finpipe.defs.resources import MarketDataResource, StorageResource
-from finpipe.ingest import read_table
-from finpipe.quality import (
+from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract
+from finpipe.data.ingest import read_table
+from finpipe.data.quality import (
     RULES_BY_CONTRACT,
     CheckOutcome,
     check_gaps,
@@ -22,6 +20,8 @@ from finpipe.quality import (
     check_staleness,
     check_unique_key,
 )
+from finpipe.defs.assets.ingest import benchmark_prices, raw_fundamentals, raw_macro, raw_prices
+from finpipe.defs.resources import MarketDataResource, StorageResource
 
 Evaluate = Callable[[pd.DataFrame, MarketDataResource], CheckOutcome]
 

@@ -1,0 +1,159 @@
+"""The one place that knows the storage layout: Parquet tables under a local path or fsspec URL.
+
+Layout under `root`:
+
+    raw/prices/<TICKER>.parquet          raw/benchmark/<TICKER>.parquet
+    raw/macro/<SERIES_ID>.parquet        raw/fundamentals/<TICKER>.parquet
+    quarantine/<dataset>.parquet         (rows a quality rule rejected, with the rule)
+    reference/universe.parquet           features/features.parquet, features/labels.parquet
+    models/<family>/                     (a saved Forecaster: weights, scalers, model.json)
+    predictions/latest.parquet           predictions/history/date=YYYY-MM-DD.parquet
+
+Every write goes to a temporary file beside its target and is then renamed over it, so a
+crash mid-write leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from finpipe.core.identifiers import validate_series_id, validate_ticker
+
+RAW_DATASETS = {
+    "prices": validate_ticker,
+    "benchmark": validate_ticker,
+    "fundamentals": validate_ticker,
+    "macro": validate_series_id,
+}
+
+
+METADATA_PREFIX = "finpipe."
+
+
+def parquet_bytes(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise a frame to compressed Parquet bytes (zstd, no pandas index).
+
+    `metadata` is stored in the file's schema metadata under `finpipe.<key>`.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        extra = {f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+class ParquetStore:
+    """Atomic Parquet reads and writes under a root that may be a local path or fsspec URL."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") or "/"
+        self.fs, self._base = fsspec.core.url_to_fs(self.root)
+
+    def __repr__(self) -> str:
+        return f"ParquetStore({self.root!r})"
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path of a table, e.g. path("raw", "prices", "AAPL")."""
+        for part in parts:
+            if not part or "/" in part or part in {".", ".."}:
+                raise ValueError(f"invalid storage path component {part!r}")
+        return posixpath.join(self._base, *parts[:-1], parts[-1] + ".parquet")
+
+    def raw_key(self, dataset: str, name: str) -> tuple[str, str, str]:
+        """Key of a raw table; validates the ticker or series id that names the file."""
+        if dataset not in RAW_DATASETS:
+            raise ValueError(
+                f"unknown raw dataset {dataset!r}; expected one of {list(RAW_DATASETS)}"
+            )
+        return ("raw", dataset, RAW_DATASETS[dataset](name))
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self.path(*parts))
+
+    def read(self, *parts: str) -> pd.DataFrame | None:
+        """Read a table, or None when it has never been written."""
+        path = self.path(*parts)
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as fh:
+            return pq.read_table(fh).to_pandas()
+
+    def read_metadata(self, *parts: str) -> dict[str, str]:
+        """The `finpipe.*` schema metadata written with a table (empty when absent)."""
+        path = self.path(*parts)
+        if not self.fs.exists(path):
+            return {}
+        with self.fs.open(path, "rb") as fh:
+            raw = pq.read_schema(fh).metadata or {}
+        return {
+            k.decode()[len(METADATA_PREFIX) :]: v.decode()
+            for k, v in raw.items()
+            if k.decode().startswith(METADATA_PREFIX)
+        }
+
+    def write(
+        self, frame: pd.DataFrame, *parts: str, metadata: dict[str, str] | None = None
+    ) -> str:
+        """Write a table atomically (temp file, then rename); returns its path."""
+        path = self.path(*parts)
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                fh.write(parquet_bytes(frame, metadata))
+            self.fs.mv(tmp, path)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+        return path
+
+    def put_folder(self, local: str | os.PathLike[str], *parts: str) -> str:
+        """Copy a local folder (e.g. a saved model) to `<root>/<parts>`, replacing what was
+        there only once the copy is complete."""
+        target = posixpath.join(self._base, *parts)
+        staging = f"{target}.tmp-{uuid.uuid4().hex}"
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        try:
+            self.fs.put(str(local).rstrip("/") + "/", staging, recursive=True)
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+            self.fs.mv(staging, target, recursive=True)
+        finally:
+            if self.fs.exists(staging):
+                self.fs.rm(staging, recursive=True)
+        return target
+
+    def get_folder(self, local: str | os.PathLike[str], *parts: str) -> bool:
+        """Copy `<root>/<parts>` into a local folder; False when it does not exist."""
+        source = posixpath.join(self._base, *parts)
+        if not self.fs.exists(source):
+            return False
+        self.fs.get(source.rstrip("/") + "/", str(local).rstrip("/") + "/", recursive=True)
+        return True
+
+    def names(self, *parts: str) -> list[str]:
+        """Names of the tables in a folder (file stems), sorted."""
+        folder = posixpath.join(self._base, *parts)
+        if not self.fs.exists(folder):
+            return []
+        return sorted(
+            posixpath.basename(p)[: -len(".parquet")]
+            for p in self.fs.ls(folder, detail=False)
+            if p.endswith(".parquet")
+        )
+
+    def read_all(self, *parts: str) -> pd.DataFrame | None:
+        """Concatenate every table in a folder, or None when the folder is empty."""
+        frames = [self.read(*parts, name) for name in self.names(*parts)]
+        frames = [f for f in frames if f is not None]
+        return pd.concat(frames, ignore_index=True) if frames else None

@@ -1,0 +1,1 @@
+"""Data stage: sources (bundled, live, synthetic), incremental ingest, quality rules, universe."""

@@ -1,0 +1,1 @@
+"""Sources behind one protocol per kind of data: prices, macro series, fundamentals."""

@@ -1,0 +1,54 @@
+"""Universes: the tickers the pipeline covers, with names and sectors."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from finpipe.core.identifiers import validate_tickers
+
+# The 20 S&P 500 stocks of the bundled dataset, with their GICS sectors.
+SP500_20 = [
+    ("AAPL", "Apple Inc.", "Information Technology"),
+    ("AMD", "Advanced Micro Devices", "Information Technology"),
+    ("BAC", "Bank of America", "Financials"),
+    ("BBY", "Best Buy", "Consumer Discretionary"),
+    ("CVX", "Chevron", "Energy"),
+    ("GE", "General Electric", "Industrials"),
+    ("HD", "Home Depot", "Consumer Discretionary"),
+    ("JNJ", "Johnson & Johnson", "Health Care"),
+    ("JPM", "JPMorgan Chase", "Financials"),
+    ("KO", "Coca-Cola", "Consumer Staples"),
+    ("LLY", "Eli Lilly", "Health Care"),
+    ("MRK", "Merck & Co.", "Health Care"),
+    ("MSFT", "Microsoft", "Information Technology"),
+    ("PEP", "PepsiCo", "Consumer Staples"),
+    ("PFE", "Pfizer", "Health Care"),
+    ("PG", "Procter & Gamble", "Consumer Staples"),
+    ("RRC", "Range Resources", "Energy"),
+    ("UNH", "UnitedHealth Group", "Health Care"),
+    ("WMT", "Walmart", "Consumer Staples"),
+    ("XOM", "Exxon Mobil", "Energy"),
+]
+
+PRESETS = {"sp500_20": SP500_20}
+UNKNOWN_SECTOR = "Unknown"
+
+
+def universe_frame(spec: str) -> pd.DataFrame:
+    """`ticker, name, sector` for a preset name (`sp500_20`) or comma-separated tickers.
+
+    Tickers given by hand keep the preset's name and sector where a preset knows them.
+    """
+    if spec in PRESETS:
+        rows = PRESETS[spec]
+    else:
+        known = {t: (t, n, s) for preset in PRESETS.values() for t, n, s in preset}
+        tickers = validate_tickers([t.strip().upper() for t in spec.split(",") if t.strip()])
+        if not tickers:
+            raise ValueError(
+                f"empty universe {spec!r}: give a preset ({sorted(PRESETS)}) or tickers 'AAPL,MSFT'"
+            )
+        rows = [known.get(t, (t, t, UNKNOWN_SECTOR)) for t in tickers]
+    frame = pd.DataFrame(rows, columns=["ticker", "name", "sector"])
+    validate_tickers(frame["ticker"])
+    return frame.astype(str)

@@ -1,0 +1,335 @@
+"""Backtest of out-of-sample predictions: forecast skill, portfolios, regimes and stress.
+
+`run_backtest` takes long predictions of every model (walk-forward members, the ensemble and
+the baselines, told apart by the `model` column), the labels and the prices, and returns every
+table the reports show, all computed with `finpipe.core.metrics`:
+
+* forecast skill per model and horizon: rank IC and IC (mean, ICIR, t-stat), directional
+  accuracy against its chance level with a bootstrap interval, MAE/RMSE, interval coverage;
+* daily portfolios per model (long-short and long-only top-k, net of costs; the equal-weight
+  baseline as buy-and-hold) with performance, bootstrap Sharpe intervals, PSR, and the
+  deflated Sharpe ratio across all strategies;
+* the same per trend and volatility regime of the benchmark, and per named stress window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from finpipe.core.metrics import (
+    accuracy_ci,
+    daily_directional_accuracy,
+    daily_ic,
+    daily_rank_ic,
+    deflated_sharpe_ratios,
+    ic_summary,
+    interval_coverage,
+    mae,
+    mean_stderr,
+    performance_summary,
+    rmse,
+    sharpe_ci,
+    sharpe_ratio,
+)
+from finpipe.evaluation.baselines import BASELINES, baseline_predictions
+from finpipe.evaluation.regimes import (
+    benchmark_close,
+    equal_weight_index,
+    market_regimes,
+    metrics_by_regime,
+    stress_labels,
+)
+from finpipe.evaluation.simulation import (
+    PortfolioKind,
+    buy_and_hold,
+    daily_returns,
+    simulate_portfolio,
+)
+
+BUY_AND_HOLD_MODEL = "equal_weight"  # the baseline run as buy-and-hold, not ranked
+KEYS = ["date", "ticker", "horizon"]
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """How predictions become portfolios and how their uncertainty is measured.
+
+    `horizon`: the prediction horizon the portfolios trade (None: the shortest). `k`: names
+    per leg, a count or a fraction of the names that date. `cost_bps`: costs per unit traded.
+    `execution_lag`: dates from signal to trade, as in the labels. `block`: mean block length
+    of the stationary bootstrap of Sharpe ratios. `n_trials`: strategies tried in total for
+    the deflated Sharpe ratio (None: those in this backtest).
+    """
+
+    horizon: int | None = None
+    k: int | float = 0.2
+    cost_bps: float = 5.0
+    execution_lag: int = 1
+    kinds: tuple[PortfolioKind, ...] = ("long_short", "long_only")
+    n_boot: int = 1000
+    block: float = 10.0
+    level: float = 0.95
+    calibration_bins: int = 5
+    rolling_ic_window: int = 63
+    n_trials: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class BacktestResult:
+    """Every table of a backtest; `tables()` names them for Parquet/JSON output."""
+
+    config: BacktestConfig
+    forecast: pd.DataFrame
+    performance: pd.DataFrame
+    daily_returns: pd.DataFrame
+    gross_returns: pd.DataFrame
+    turnover: pd.DataFrame
+    daily_ic: pd.DataFrame
+    regimes: pd.DataFrame
+    by_regime: pd.DataFrame
+    stress: pd.DataFrame
+    calibration: pd.DataFrame
+    coverage: pd.DataFrame
+    weights: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Long/flat frames by name, ready to write."""
+
+        def dated(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.rename_axis("date").reset_index()
+
+        return {
+            "forecast": self.forecast,
+            "performance": self.performance,
+            "daily_returns": dated(self.daily_returns),
+            "gross_returns": dated(self.gross_returns),
+            "turnover": dated(self.turnover),
+            "daily_rank_ic": dated(self.daily_ic),
+            "regimes": dated(self.regimes.astype(object)),
+            "by_regime": self.by_regime,
+            "stress": self.stress,
+            "calibration": self.calibration,
+            "coverage": self.coverage,
+            "ensemble_weights": self.weights,
+        }
+
+    def config_dict(self) -> dict[str, object]:
+        return asdict(self.config)
+
+
+def with_baselines(
+    predictions: pd.DataFrame,
+    prices: pd.DataFrame,
+    names: Sequence[str] = BASELINES,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Predictions plus the baselines' over the same dates and horizons."""
+    dates = predictions["date"]
+    horizons = tuple(int(h) for h in np.sort(predictions["horizon"].unique()))
+    base = baseline_predictions(prices, horizons, names, dates.min(), dates.max(), seed)
+    base = base[base["date"].isin(pd.unique(dates))]
+    return pd.concat([predictions, base], ignore_index=True)
+
+
+def _chance_accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a call independent of the outcome with the same up-shares."""
+    usable = np.isfinite(p) & np.isfinite(y) & (p != 0) & (y != 0)
+    if not usable.any():
+        return float("nan")
+    up_p, up_y = (p[usable] > 0).mean(), (y[usable] > 0).mean()
+    return float(up_p * up_y + (1 - up_p) * (1 - up_y))
+
+
+def _interval_columns(frame: pd.DataFrame) -> tuple[str, str, float] | None:
+    """(lower, upper, nominal level) columns: lower/upper, else the outermost quantiles."""
+    if {"lower", "upper"} <= set(frame.columns) and frame["lower"].notna().any():
+        level = frame["interval_level"].dropna() if "interval_level" in frame else pd.Series()
+        return "lower", "upper", float(level.iloc[0]) if len(level) else float("nan")
+    quantiles = sorted(
+        (float(c.removeprefix("quantile_")), c)
+        for c in frame.columns
+        if c.startswith("quantile_") and frame[c].notna().any()
+    )
+    if len(quantiles) >= 2:
+        (lo, lo_col), (hi, hi_col) = quantiles[0], quantiles[-1]
+        return lo_col, hi_col, hi - lo
+    return None
+
+
+def forecast_skill(
+    labelled: pd.DataFrame, config: BacktestConfig = BacktestConfig()
+) -> tuple[pd.DataFrame, dict[tuple[str, int], pd.Series]]:
+    """Skill of every model and horizon on predictions joined to their labels, and the
+    daily rank IC series behind it by (model, horizon).
+
+    Columns as in `finpipe.core.metrics.forecast_metrics` (each daily series computed once),
+    plus rank_icir, rank/IC t-stats, a bootstrap interval of directional accuracy, the
+    chance accuracy, MAE/RMSE and, where the predictions carry intervals, their coverage.
+    """
+    rows, daily = [], {}
+    for (model, horizon), part in labelled.groupby(["model", "horizon"], sort=True):
+        p, y, d = part["prediction"], part["fwd_return"], part["date"]
+        lags = max(int(horizon) - 1, 0)
+        daily[(model, int(horizon))] = daily_rank_ic(p, y, d)
+        rank = ic_summary(daily[(model, int(horizon))], lags)
+        pearson = ic_summary(daily_ic(p, y, d), lags)
+        accuracy = daily_directional_accuracy(p, y, d)
+        da, da_se = mean_stderr(accuracy, lags, "uniform")
+        _, da_lo, da_hi = accuracy_ci(
+            accuracy, config.n_boot, config.level, float(horizon) if horizon > 1 else None
+        )
+        row = {
+            "model": model,
+            "horizon": int(horizon),
+            "n": int((np.isfinite(p) & np.isfinite(y)).sum()),
+            "n_dates": int(d.nunique()),
+            "rank_ic": rank["mean"],
+            "rank_ic_se": rank["se"],
+            "rank_ic_t": rank["t_stat"],
+            "rank_icir": rank["icir"],
+            "ic": pearson["mean"],
+            "ic_se": pearson["se"],
+            "ic_t": pearson["t_stat"],
+            "directional_accuracy": da,
+            "directional_accuracy_se": da_se,
+            "directional_accuracy_lo": da_lo,
+            "directional_accuracy_hi": da_hi,
+            "chance_accuracy": _chance_accuracy(p.to_numpy(), y.to_numpy()),
+            # Baselines rank names; their values are not forecasts of the label.
+            "mae": np.nan if model in BASELINES else mae(p, y),
+            "rmse": np.nan if model in BASELINES else rmse(p, y),
+        }
+        interval = _interval_columns(part)
+        if interval is not None:
+            lo_col, hi_col, level = interval
+            row["interval_level"] = level
+            row["coverage"] = interval_coverage(y, part[lo_col], part[hi_col])
+        rows.append(row)
+    return pd.DataFrame(rows), daily
+
+
+def calibration_table(labelled: pd.DataFrame, bins: int = 5) -> pd.DataFrame:
+    """Per model and horizon, cross-sectional prediction bins (1 = lowest each date) with
+    their mean prediction and mean realised return."""
+    frame = labelled[np.isfinite(labelled["prediction"]) & np.isfinite(labelled["fwd_return"])]
+    pct = frame.groupby(["model", "horizon", "date"])["prediction"].rank(pct=True)
+    frame = frame.assign(bin=np.ceil(pct * bins).clip(1, bins).astype(np.int64))
+    out = frame.groupby(["model", "horizon", "bin"], sort=True).agg(
+        mean_prediction=("prediction", "mean"),
+        mean_realised=("fwd_return", "mean"),
+        n=("fwd_return", "size"),
+    )
+    return out.reset_index()
+
+
+def _portfolios(
+    predictions: pd.DataFrame, returns: pd.DataFrame, horizon: int, config: BacktestConfig
+) -> dict[str, object]:
+    results = {}
+    chosen = predictions[predictions["horizon"] == horizon]
+    for model, part in chosen.groupby("model", sort=True):
+        if model == BUY_AND_HOLD_MODEL:
+            # Bought when the first signal trades, held to the date the last one is earned.
+            calendar, last = returns.index, len(returns.index) - 1
+            entry = calendar.searchsorted(part["date"].min()) + config.execution_lag
+            exit_ = calendar.searchsorted(part["date"].max()) + config.execution_lag + 1
+            results[f"{model}/buy_and_hold"] = buy_and_hold(
+                returns, calendar[min(entry, last)], calendar[min(exit_, last)], config.cost_bps
+            )
+            continue
+        for kind in config.kinds:
+            results[f"{model}/{kind}"] = simulate_portfolio(
+                part, returns, config.k, kind, config.cost_bps, config.execution_lag
+            )
+    return results
+
+
+def run_backtest(
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    prices: pd.DataFrame,
+    benchmark: pd.DataFrame | None = None,
+    weights: pd.DataFrame | None = None,
+    config: BacktestConfig = BacktestConfig(),
+) -> BacktestResult:
+    """Evaluate long predictions (`date, ticker, horizon, model, prediction`, optional
+    interval columns) of every model against labels and prices; see the module docstring.
+
+    The benchmark (prices contract, one ticker) defines the regimes; without one, the
+    equal-weight universe does. `weights` are the ensemble weights per fold, passed through
+    for the report.
+    """
+    horizon = config.horizon or int(predictions["horizon"].min())
+    labelled = predictions.merge(labels[[*KEYS, "fwd_return"]], on=KEYS, how="inner")
+    returns = daily_returns(prices)
+    portfolios = _portfolios(predictions, returns, horizon, config)
+    net = pd.DataFrame({name: p.returns for name, p in portfolios.items()})
+    gross = pd.DataFrame({name: p.gross_returns for name, p in portfolios.items()})
+    turnover = pd.DataFrame({name: p.turnover for name, p in portfolios.items()})
+
+    dsr = deflated_sharpe_ratios(net, config.n_trials)
+    perf_rows = []
+    for name, result in portfolios.items():
+        r = result.returns
+        _, lo, hi = sharpe_ci(
+            r, n_boot=config.n_boot, level=config.level, block=config.block, seed=config.seed
+        )
+        model, kind = name.split("/", 1)
+        perf_rows.append(
+            {
+                "strategy": name,
+                "model": model,
+                "kind": kind,
+                **performance_summary(r, result.turnover),
+                "sharpe_lo": lo,
+                "sharpe_hi": hi,
+                "gross_sharpe": sharpe_ratio(result.gross_returns),
+                "deflated_sharpe": float(dsr[name]),
+            }
+        )
+    performance = pd.DataFrame(perf_rows)
+
+    forecast, daily = forecast_skill(labelled, config)
+    rank_ic_by_date = pd.DataFrame(
+        {model: series for (model, h), series in daily.items() if h == horizon and len(series)}
+    )  # constant predictions (equal weight) have no rank IC
+    close = benchmark_close(benchmark) if benchmark is not None else equal_weight_index(returns)
+    regimes = market_regimes(close)
+    test_dates = net.index
+    by_regime = metrics_by_regime(net, regimes, rank_ic_by_date, ic_lags=horizon - 1)
+    stress = metrics_by_regime(
+        net,
+        stress_labels(test_dates),
+        rank_ic_by_date,
+        ic_lags=horizon - 1,
+        return_lag=0,
+        contiguous=True,
+    )
+    coverage_columns = ["model", "horizon", "interval_level", "coverage"]
+    coverage = (
+        forecast.dropna(subset=["coverage"])[coverage_columns]
+        if "coverage" in forecast
+        else pd.DataFrame(columns=coverage_columns)
+    )
+    return BacktestResult(
+        config=config,
+        forecast=forecast,
+        performance=performance,
+        daily_returns=net,
+        gross_returns=gross,
+        turnover=turnover,
+        daily_ic=rank_ic_by_date,
+        regimes=regimes.loc[test_dates.min() : test_dates.max()],
+        by_regime=by_regime,
+        stress=stress,
+        calibration=calibration_table(
+            labelled[labelled["horizon"] == horizon], config.calibration_bins
+        ),
+        coverage=coverage.reset_index(drop=True),
+        weights=weights if weights is not None else pd.DataFrame(),
+    )

@@ -1,0 +1,1 @@
+"""Monitoring stage: drift of features and live performance, operator alerts."""

@@ -1,0 +1,1 @@
+"""Portfolio stage: target weights from forecasts."""

@@ -33,11 +33,10 @@ from finpipe.models import (
     create_model,
     list_models,
     model_class,
-    select_device,
     time_split,
 )
 from finpipe.models.sequence import SequenceForecaster
-from finpipe.models.torch_loop import autocast_dtype
+from finpipe.models.torch_loop import autocast_dtype, select_device
 
 HORIZONS = (1, 5, 20)
 

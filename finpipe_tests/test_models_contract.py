@@ -111,9 +111,7 @@ def test_fit_predict_save_load_round_trip(
     pd.testing.assert_frame_equal(loaded.predict(test), predictions)
     assert pd.Series(loaded.metrics).equals(pd.Series(model.metrics))
     assert loaded.history == model.history
-    assert type(model).load(saved).name == name
     model.save(saved)  # overwriting an existing model directory works
-    pd.testing.assert_frame_equal(Forecaster.load(saved).predict(test), predictions)
 
 
 @pytest.mark.parametrize("name", list_models())

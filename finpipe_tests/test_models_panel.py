@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from finpipe.models import LeakageError, PanelData, PanelDataError, create_model, time_split
-from finpipe.models.panel_data import FeatureScaler, TargetScaler, window_dataset
+from finpipe.models.panel_data import FeatureScaler, TargetScaler
+from finpipe.models.windows import window_dataset
 from finpipe_tests.synthetic_model_data import FEATURES, model_frames
 
 torch.set_num_threads(1)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from finpipe.models import PanelData, TrainingFailedError, create_model, time_split
-from finpipe.models.panel_data import FeatureScaler, TargetScaler, WindowDataset, window_dataset
+from finpipe.models.panel_data import FeatureScaler, TargetScaler
 from finpipe.models.torch_loop import (
     CheckpointError,
     CheckpointManager,
@@ -26,6 +26,7 @@ from finpipe.models.torch_loop import (
     select_device,
     train_module,
 )
+from finpipe.models.windows import WindowDataset, window_dataset
 from finpipe_tests.synthetic_model_data import model_frames
 
 torch.set_num_threads(1)

@@ -1,19 +1,12 @@
 """Forecasting models behind one interface: PyTorch sequence families and scikit-learn
-tabular families, the panel data they train on, the shared training loop and tuning."""
+tabular families, the panel data they train on, and tuning. Importing this package does not
+import PyTorch; the sequence families import it when they are created or loaded."""
 
-from finpipe.models.base import Forecaster, LeakageError, NotFittedError
+from finpipe.models.base import Forecaster, LeakageError, NotFittedError, TrainingFailedError
 from finpipe.models.panel_data import FeatureScaler, PanelData, PanelDataError, time_split
-from finpipe.models.registry import (
-    MODEL_REGISTRY,
-    create_model,
-    list_models,
-    load_model,
-    model_class,
-)
-from finpipe.models.torch_loop import TrainingFailedError, select_device
+from finpipe.models.registry import create_model, list_models, load_model, model_class
 
 __all__ = [
-    "MODEL_REGISTRY",
     "FeatureScaler",
     "Forecaster",
     "LeakageError",
@@ -25,6 +18,5 @@ __all__ = [
     "list_models",
     "load_model",
     "model_class",
-    "select_device",
     "time_split",
 ]

@@ -3,7 +3,7 @@
     model = create_model("lstm", horizons=[1, 5, 20], hidden_size=32)
     model.fit(train, valid, progress=log_epoch)     # PanelData views from time_split
     predictions = model.predict(test)               # long: date, ticker, horizon, prediction
-    model.save(path); same = Forecaster.load(path)
+    model.save(path); same = load_model(path)
 
 Every model predicts all its horizons at once. Feature and target scaling are fit on the
 training view only and saved with the model. After `fit`, `metrics` holds validation
@@ -20,6 +20,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -34,13 +35,15 @@ from finpipe.models.panel_data import (
     TargetScaler,
     time_split,
 )
-from finpipe.models.torch_loop import ProgressCallback
 
 if TYPE_CHECKING:
     import optuna
 
 FORMAT_VERSION = 1
 META_FILE = "model.json"
+
+# Receives one dict per epoch (train/valid loss, samples/s, ...) as training goes.
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 # Settings every family takes, besides its own hyperparameters.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -56,6 +59,10 @@ class NotFittedError(RuntimeError):
 
 class LeakageError(ValueError):
     """Training labels reach into the validation period."""
+
+
+class TrainingFailedError(RuntimeError):
+    """Training diverged on the first attempt and on the lower-learning-rate retry."""
 
 
 def quantile_column(level: float) -> str:
@@ -252,20 +259,10 @@ class Forecaster(ABC):
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Forecaster:
-        """Load a model saved by `save`; on the base class, the family is read from disk."""
-        from finpipe.models.registry import MODEL_REGISTRY
-
-        directory = Path(path)
-        meta = json.loads((directory / META_FILE).read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: unsupported model format {meta.get('format')}")
-        family = MODEL_REGISTRY.get(meta["family"])
-        if family is None:
-            raise KeyError(f"{directory}: unknown model family {meta['family']!r}")
-        if not issubclass(family, cls):
-            raise TypeError(f"{directory} holds a {meta['family']} model, not a {cls.__name__}")
-        model = family(**meta["params"])
+    def restore(cls, directory: Path, meta: dict[str, Any]) -> Self:
+        """A fitted model of this family from a folder written by `save` and its model.json
+        (`finpipe.models.registry.load_model` finds the family and calls this)."""
+        model = cls(**meta["params"])
         model.feature_names = tuple(meta["feature_names"])
         model.horizons = tuple(int(h) for h in meta["horizons"])
         model.feature_scaler = FeatureScaler.from_dict(meta["feature_scaler"])

@@ -1,58 +1,117 @@
-"""Model families by name: create one from a name and parameters, list them, load a saved one."""
+"""Model families by name: create one from a name and parameters, list them, load a saved one.
+
+The registry names each family's module and class without importing it, so choosing, listing
+or describing families never imports PyTorch; a family's module is imported the first time
+the family is created or loaded.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from finpipe.models.base import Forecaster
-from finpipe.models.sequence import (
-    CNNLSTMForecaster,
-    GRUForecaster,
-    LSTMForecaster,
-    SequenceForecaster,
-    TFTForecaster,
-    TransformerForecaster,
-)
-from finpipe.models.tabular import (
-    ElasticNetForecaster,
-    HistGBMForecaster,
-    RandomForestForecaster,
-    RidgeForecaster,
-)
+from finpipe.models.base import FORMAT_VERSION, META_FILE, Forecaster
 
-MODEL_REGISTRY: dict[str, type[Forecaster]] = {
-    family.name: family
-    for family in (
-        LSTMForecaster,
-        GRUForecaster,
-        TransformerForecaster,
-        CNNLSTMForecaster,
-        TFTForecaster,
-        RidgeForecaster,
-        ElasticNetForecaster,
-        RandomForestForecaster,
-        HistGBMForecaster,
-    )
+SEQUENCE, TABULAR = "finpipe.models.sequence", "finpipe.models.tabular"
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """Where a family's class lives, whether it is a PyTorch network, and its summary (the
+    first paragraph of the class docstring; a test keeps them equal)."""
+
+    module: str
+    class_name: str
+    pytorch: bool
+    summary: str
+
+
+FAMILIES: dict[str, FamilyEntry] = {
+    "lstm": FamilyEntry(
+        SEQUENCE,
+        "LSTMForecaster",
+        True,
+        "LSTM over the window; optionally bidirectional and with attention pooling over time.",
+    ),
+    "gru": FamilyEntry(
+        SEQUENCE, "GRUForecaster", True, "GRU over the window; same options as the LSTM."
+    ),
+    "transformer": FamilyEntry(
+        SEQUENCE,
+        "TransformerForecaster",
+        True,
+        "Causal Transformer encoder with learned or sinusoidal positions.",
+    ),
+    "cnn_lstm": FamilyEntry(
+        SEQUENCE, "CNNLSTMForecaster", True, "Multi-kernel causal convolutions feeding an LSTM."
+    ),
+    "tft": FamilyEntry(
+        SEQUENCE,
+        "TFTForecaster",
+        True,
+        "Compact Temporal Fusion Transformer with quantile outputs (pinball loss by default).",
+    ),
+    "ridge": FamilyEntry(
+        TABULAR,
+        "RidgeForecaster",
+        False,
+        "Ridge regression (L2) on the latest standardised features, all horizons jointly.",
+    ),
+    "elastic_net": FamilyEntry(
+        TABULAR,
+        "ElasticNetForecaster",
+        False,
+        "Elastic net (L1 + L2) on the latest standardised features.",
+    ),
+    "random_forest": FamilyEntry(
+        TABULAR,
+        "RandomForestForecaster",
+        False,
+        "Random forest, all horizons jointly; its trees give stochastic samples.",
+    ),
+    "hist_gbm": FamilyEntry(
+        TABULAR,
+        "HistGBMForecaster",
+        False,
+        "Histogram gradient boosting, one model per horizon (plus one per quantile if asked), "
+        "early-stopped on the validation view.",
+    ),
 }
 
 
 def list_models() -> list[str]:
     """Registered family names, PyTorch families first."""
-    return list(MODEL_REGISTRY)
+    return list(FAMILIES)
+
+
+def family_entry(name: str) -> FamilyEntry:
+    """The registry entry of family `name`."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered models: {list_models()}") from None
 
 
 def is_pytorch_family(name: str) -> bool:
     """Whether family `name` is a PyTorch sequence model (device, checkpoints, MC dropout)."""
-    return issubclass(model_class(name), SequenceForecaster)
+    return family_entry(name).pytorch
 
 
+@cache
 def model_class(name: str) -> type[Forecaster]:
-    """The Forecaster class registered under `name`."""
-    try:
-        return MODEL_REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered models: {list_models()}") from None
+    """The Forecaster class registered under `name` (imports its module)."""
+    entry = family_entry(name)
+    family = getattr(importlib.import_module(entry.module), entry.class_name)
+    if family.name != name:
+        raise TypeError(
+            f"{entry.module}.{entry.class_name} is family {family.name!r}, not {name!r}"
+        )
+    return family
 
 
 def create_model(name: str, **params: Any) -> Forecaster:
@@ -62,4 +121,10 @@ def create_model(name: str, **params: Any) -> Forecaster:
 
 def load_model(path: str | os.PathLike[str]) -> Forecaster:
     """Load a model saved with `Forecaster.save`, whatever its family."""
-    return Forecaster.load(path)
+    directory = Path(path)
+    meta = json.loads((directory / META_FILE).read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{directory}: unsupported model format {meta.get('format')}")
+    if meta.get("family") not in FAMILIES:
+        raise KeyError(f"{directory}: unknown model family {meta.get('family')!r}")
+    return model_class(meta["family"]).restore(directory, meta)

@@ -23,17 +23,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from finpipe.models.base import COMMON_DEFAULTS, Forecaster
-from finpipe.models.panel_data import PanelData, WindowDataset, window_dataset
+from finpipe.models.base import COMMON_DEFAULTS, Forecaster, ProgressCallback
+from finpipe.models.panel_data import PanelData
 from finpipe.models.torch_loop import (
     LOSSES,
-    ProgressCallback,
     TrainConfig,
     autocast,
     autocast_dtype,
     select_device,
     train_module,
 )
+from finpipe.models.windows import WindowDataset, window_dataset
 
 if TYPE_CHECKING:
     import optuna

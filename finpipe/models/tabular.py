@@ -23,9 +23,8 @@ from sklearn.linear_model import ElasticNet, Ridge
 from threadpoolctl import threadpool_limits
 
 from finpipe.core.metrics import mse
-from finpipe.models.base import COMMON_DEFAULTS, Forecaster
+from finpipe.models.base import COMMON_DEFAULTS, Forecaster, ProgressCallback
 from finpipe.models.panel_data import PanelData, PanelDataError
-from finpipe.models.torch_loop import ProgressCallback
 
 if TYPE_CHECKING:
     import optuna

@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from finpipe.models.panel_data import WindowDataset
+from finpipe.models.base import ProgressCallback, TrainingFailedError
+from finpipe.models.windows import WindowDataset
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[dict[str, Any]], None]
 LOSSES = ("mse", "huber", "quantile")
 
 
@@ -49,10 +49,6 @@ class CheckpointError(RuntimeError):
 
 class TrainingDivergedError(RuntimeError):
     """One training attempt produced a non-finite or exploding loss."""
-
-
-class TrainingFailedError(RuntimeError):
-    """Training diverged on the first attempt and on the lower-learning-rate retry."""
 
 
 def _truthy(value: str | None) -> bool:

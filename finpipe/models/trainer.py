@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finpipe.models.base import Forecaster
+from finpipe.models.base import Forecaster, ProgressCallback
 from finpipe.models.panel_data import PanelData, time_split
 from finpipe.models.registry import create_model
-from finpipe.models.torch_loop import ProgressCallback
 
 
 @dataclass

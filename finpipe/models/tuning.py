@@ -16,9 +16,9 @@ from typing import Any
 
 import optuna
 
+from finpipe.models.base import TrainingFailedError
 from finpipe.models.panel_data import PanelData
 from finpipe.models.registry import create_model, model_class
-from finpipe.models.torch_loop import TrainingFailedError
 
 logger = logging.getLogger(__name__)
 

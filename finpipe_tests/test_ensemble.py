@@ -5,6 +5,8 @@ and whose conformal intervals hold their level out of sample."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,10 +14,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from finpipe.core.contracts import PREDICTIONS, schema_violations
+from finpipe.core.keys import ROW_KEY
 from finpipe.core.metrics import interval_coverage, mse
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.forecasting.ensemble import (
+    FOLD_COLUMNS,
     INTERCEPT,
+    OOF_COLUMNS,
     InSampleError,
     StackingEnsemble,
     apply_floor,
@@ -23,20 +29,16 @@ from finpipe.forecasting.ensemble import (
     combine,
     updated_weights,
     validation_weights,
-    walk_forward_oof,
 )
-from finpipe.forecasting.predictions import (
-    PREDICTIONS_COLUMNS,
-    predictions_table,
-    predictions_violations,
-)
+from finpipe.forecasting.predictions import predictions_table
 from finpipe.forecasting.uncertainty import SplitConformal, interval_scale, recent_volatility
 from finpipe.models import Forecaster, PanelData, create_model, time_split
+from finpipe.models.panel_data import NO_LABEL_END
 from finpipe_tests.synthetic_model_data import model_frames
 
 torch.set_num_threads(1)
 
-KEY = ["date", "ticker", "horizon"]
+KEY = list(ROW_KEY)
 
 
 # -- weights -------------------------------------------------------------------------------
@@ -162,6 +164,51 @@ def test_combine_by_hand_with_contributions() -> None:
 
 # -- stacking on a planted-signal panel ----------------------------------------------------
 
+
+def out_of_fold(
+    members: Mapping[str, Forecaster],
+    panel: PanelData,
+    n_folds: int = 3,
+    first_fold: float = 0.5,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold member predictions over the later part of a labelled panel view.
+
+    The view's dates from `first_fold` (a fraction) onward are cut into `n_folds`
+    consecutive blocks. For each block a fresh copy of every member (same family and
+    parameters) is fit on the dates before it, purged by label_end and embargoed by the
+    longest horizon (`time_split`), and predicts the block. Returns (oof with
+    `OOF_COLUMNS`, folds with `FOLD_COLUMNS`) ready for `StackingEnsemble.fit`.
+    """
+    if n_folds < 1 or not 0.0 < first_fold < 1.0:
+        raise ValueError("need n_folds >= 1 and 0 < first_fold < 1")
+    view_dates = panel.sample_dates()
+    start = int(len(view_dates) * first_fold)
+    blocks = np.array_split(np.arange(start, len(view_dates)), n_folds)
+    labels = panel.labels_frame()
+    predictions, fold_rows = [], []
+    for fold, block in enumerate(blocks):
+        if len(block) == 0:
+            continue
+        first, last = view_dates[block[0]], view_dates[block[-1]]
+        train, _ = time_split(panel, valid_start=first)
+        test = panel.select(first, last)
+        ends = train.label_end[train.sample_mask]
+        ends = ends[ends != NO_LABEL_END]
+        fold_rows.append(
+            {
+                "fold": fold,
+                "train_start": train.sample_dates()[0],
+                "train_end": pd.Timestamp(ends.max()) if len(ends) else train.sample_dates()[-1],
+            }
+        )
+        for name, template in members.items():
+            model = type(template)(**template.get_params()).fit(train)
+            frame = model.predict(test).assign(model=name, fold=fold)
+            predictions.append(frame)
+    oof = pd.concat(predictions, ignore_index=True).merge(labels, on=list(ROW_KEY), how="inner")
+    return oof[list(OOF_COLUMNS)], pd.DataFrame(fold_rows, columns=list(FOLD_COLUMNS))
+
+
 N_TICKERS, N_DAYS, SEED = 30, 1200, 5
 
 
@@ -176,7 +223,7 @@ def planted() -> dict:
         "ridge": create_model("ridge"),
         "random_forest": create_model("random_forest", n_estimators=20, max_samples=3000),
     }
-    oof, folds = walk_forward_oof(members, rest, n_folds=3, first_fold=0.5)
+    oof, folds = out_of_fold(members, rest, n_folds=3, first_fold=0.5)
     fitted = {name: type(m)(**m.get_params()).fit(rest) for name, m in members.items()}
     member_valid = pd.concat(
         [m.predict(valid).assign(model=name) for name, m in fitted.items()], ignore_index=True
@@ -216,7 +263,7 @@ def test_stacking_refuses_in_sample_predictions(planted: dict) -> None:
         .loc[:, list(oof.columns)]
     )
     ends = rest.label_end[rest.sample_mask]
-    ends = ends[ends != np.iinfo(np.int64).min]
+    ends = ends[ends != NO_LABEL_END]
     window = pd.DataFrame(
         {
             "fold": [0],
@@ -288,7 +335,6 @@ def test_pipeline_intervals_hold_their_level_out_of_sample(planted: dict) -> Non
     versions = {"ridge": "r1", "random_forest": "f1", "ensemble": "e1"}
     latest = point[point["date"] == point["date"].max()]
     table = predictions_table(latest, scale, conformal, 0.8, versions)
-    assert predictions_violations(table) == []
-    assert list(table.columns) == list(PREDICTIONS_COLUMNS)
+    assert schema_violations(table, PREDICTIONS) == []
     assert len(table) == N_TICKERS * 3 * 3
     assert table["confidence"].between(0, 1).all()

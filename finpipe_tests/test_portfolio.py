@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.core.prices import close_matrix
 from finpipe.evaluation.baselines import (
     baseline_predictions,
-    close_matrix,
     momentum_12_1,
     random_signal,
     short_term_reversal,

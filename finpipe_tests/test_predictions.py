@@ -11,18 +11,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from finpipe.core.contracts import (
+    PREDICTION_HISTORY,
+    PREDICTIONS,
+    ContractError,
+    conform,
+    schema_violations,
+)
 from finpipe.core.storage import ParquetStore
 from finpipe.forecasting.predictions import (
-    HISTORY_COLUMNS,
-    HISTORY_SCHEMA,
-    PREDICTIONS_COLUMNS,
-    PREDICTIONS_SCHEMA,
-    PredictionsError,
-    conform_predictions,
     fill_realised,
     history_dates,
     predictions_table,
-    predictions_violations,
     read_prediction_history,
     read_predictions,
     write_prediction_history,
@@ -58,13 +58,13 @@ def _predictions(date: str, shift: float = 0.0) -> pd.DataFrame:
 def test_written_predictions_match_the_schema_exactly(tmp_path: Path) -> None:
     store = ParquetStore(str(tmp_path))
     path = write_predictions(store, _predictions("2024-01-02"), metadata={"picp_h1": "0.8"})
-    assert pq.read_schema(path).remove_metadata() == PREDICTIONS_SCHEMA
+    assert pq.read_schema(path).remove_metadata() == PREDICTIONS.arrow_schema()
     plain = pd.read_parquet(path)
-    assert {c: str(t) for c, t in plain.dtypes.items()} == PREDICTIONS_COLUMNS
-    assert predictions_violations(plain) == []
+    assert {c: str(t) for c, t in plain.dtypes.items()} == PREDICTIONS.required
+    assert schema_violations(plain, PREDICTIONS) == []
     pd.testing.assert_frame_equal(plain, read_predictions(store))
     arrow = pq.read_table(path).to_pandas()
-    assert list(arrow.columns) == list(PREDICTIONS_COLUMNS)
+    assert list(arrow.columns) == list(PREDICTIONS.required)
     assert store.read_metadata("predictions", "latest") == {"picp_h1": "0.8"}
 
 
@@ -83,20 +83,20 @@ def test_written_predictions_match_the_schema_exactly(tmp_path: Path) -> None:
     ],
 )
 def test_bad_predictions_are_refused_with_a_reason(change, message: str) -> None:
-    with pytest.raises(PredictionsError, match=message):
-        conform_predictions(change(_predictions("2024-01-02")))
+    with pytest.raises(ContractError, match=message):
+        conform(change(_predictions("2024-01-02")), PREDICTIONS)
 
 
 def test_violations_report_wrong_dtypes() -> None:
-    frame = conform_predictions(_predictions("2024-01-02"))
-    assert predictions_violations(frame.astype({"horizon": "int32"})) == [
+    frame = conform(_predictions("2024-01-02"), PREDICTIONS)
+    assert schema_violations(frame.astype({"horizon": "int32"}), PREDICTIONS) == [
         "column 'horizon' has dtype int32, expected int64"
     ]
-    assert "columns are" in predictions_violations(frame[frame.columns[::-1]])[0]
+    assert "columns are" in schema_violations(frame[frame.columns[::-1]], PREDICTIONS)[0]
 
 
 def test_predictions_table_from_conformal_intervals() -> None:
-    point = conform_predictions(_predictions("2024-01-02"))[
+    point = conform(_predictions("2024-01-02"), PREDICTIONS)[
         ["date", "ticker", "horizon", "model", "prediction"]
     ]
     scale = point[["date", "ticker", "horizon"]].drop_duplicates().assign(horizon_vol=0.02)
@@ -111,11 +111,11 @@ def test_predictions_table_from_conformal_intervals() -> None:
     # Ten times as many rows, every score 0.5: q = 0.5, width 2 * 0.5 * 0.02.
     conformal = SplitConformal(levels=(0.8,)).fit(pd.concat([calibration] * 10))
     table = predictions_table(point, scale, conformal, 0.8, versions)
-    assert predictions_violations(table) == []
+    assert schema_violations(table, PREDICTIONS) == []
     np.testing.assert_allclose(table["upper"] - table["lower"], 0.02)
     expected = 1 / (1 + 0.02 / (2 * 1.2815515655446004 * 0.02))
     np.testing.assert_allclose(table["confidence"], expected)
-    with pytest.raises(PredictionsError, match="no model_version for models \\['ridge'\\]"):
+    with pytest.raises(ContractError, match="no model_version for models \\['ridge'\\]"):
         predictions_table(point, scale, conformal, 0.8, {"ensemble": "v", "lstm": "v"})
 
 
@@ -145,13 +145,15 @@ def test_history_is_idempotent_per_date(tmp_path: Path) -> None:
     day = history[history["date"] == "2024-01-02"]
     assert (day["prediction"] > 0.5).all()  # the rerun replaced the first run
     plain = pd.read_parquet(tmp_path / "predictions" / "history")
-    assert {c: str(t) for c, t in plain.dtypes.items()} == HISTORY_COLUMNS
+    assert {c: str(t) for c, t in plain.dtypes.items()} == PREDICTION_HISTORY.required
     assert len(plain) == len(history)
     path = tmp_path / "predictions" / "history" / "date=2024-01-03.parquet"
-    assert pq.read_schema(path).remove_metadata() == HISTORY_SCHEMA
+    assert pq.read_schema(path).remove_metadata() == PREDICTION_HISTORY.arrow_schema()
     assert len(read_prediction_history(store, start="2024-01-03")) == len(history) // 2
     empty = read_prediction_history(ParquetStore(str(tmp_path / "none")))
-    assert empty.empty and {c: str(t) for c, t in empty.dtypes.items()} == HISTORY_COLUMNS
+    assert (
+        empty.empty and {c: str(t) for c, t in empty.dtypes.items()} == PREDICTION_HISTORY.required
+    )
 
 
 def test_fill_realised_once_known(tmp_path: Path) -> None:

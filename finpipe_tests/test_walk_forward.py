@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from finpipe.core.keys import STACKED_ENSEMBLE
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.evaluation.walk_forward import (
-    ENSEMBLE,
     Fold,
     check_purged,
     collect,
@@ -208,7 +208,7 @@ def test_walk_forward_predicts_every_test_date_once_per_model() -> None:
     }
     result = run_walk_forward(panel, models, folds)
     preds = result.predictions
-    assert set(preds["model"]) == {"ridge", "ridge_strong", ENSEMBLE}
+    assert set(preds["model"]) == {"ridge", "ridge_strong", STACKED_ENSEMBLE}
     assert not preds.duplicated(["date", "ticker", "horizon", "model"]).any()
     test_dates = pd.DatetimeIndex(np.concatenate([f.test_dates for f in folds]))
     for _, part in preds.groupby("model"):
@@ -218,7 +218,7 @@ def test_walk_forward_predicts_every_test_date_once_per_model() -> None:
         index=["date", "ticker", "horizon"], columns="model", values="prediction"
     )
     mean = (wide["ridge"] + wide["ridge_strong"]) / 2
-    np.testing.assert_allclose(wide[ENSEMBLE], mean, rtol=1e-6)
+    np.testing.assert_allclose(wide[STACKED_ENSEMBLE], mean, rtol=1e-6)
     assert set(result.weights["weight"]) == {0.5}
     assert set(result.validation["model"]) == {"ridge", "ridge_strong"}
     # Folds are independent: running them apart and collecting gives the same predictions.
@@ -238,7 +238,7 @@ def test_a_custom_combiner_plugs_in() -> None:
         return chosen, pd.DataFrame({"horizon": [1, 5], "model": "a", "weight": 1.0})
 
     out = run_fold(fold, panel, {"a": {"family": "ridge"}, "b": {"family": "ridge"}}, first_member)
-    ensemble = out.predictions[out.predictions["model"] == ENSEMBLE]
+    ensemble = out.predictions[out.predictions["model"] == STACKED_ENSEMBLE]
     member = out.predictions[out.predictions["model"] == "a"]
     np.testing.assert_allclose(ensemble["prediction"], member["prediction"])
     assert (out.weights["test_start"] == fold.test_start).all()

@@ -10,7 +10,9 @@ Layout under `root`:
     predictions/latest.parquet           predictions/history/date=YYYY-MM-DD.parquet
 
 Every write goes to a temporary file beside its target and is then renamed over it, so a
-crash mid-write leaves the previous version intact.
+crash mid-write leaves the previous version intact: `atomic_write_bytes` for files and
+`staged_folder` for folders are the one way finpipe writes anything (tables, models,
+checkpoints, reports), locally or through fsspec.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import io
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from finpipe.core.identifiers import validate_series_id, validate_ticker
 
@@ -36,6 +41,55 @@ RAW_DATASETS = {
 
 
 METADATA_PREFIX = "finpipe."
+LOCAL = LocalFileSystem()
+
+
+def _beside(path: str, suffix: str) -> str:
+    """A hidden name next to `path` (readers of the folder skip dot files)."""
+    folder, name = posixpath.split(path)
+    return posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.{suffix}")
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, fs: fsspec.AbstractFileSystem = LOCAL
+) -> str:
+    """Write `data` to `path` on `fs` (default: the local disk) through a temporary file
+    beside it, renamed over `path` once complete; returns the path."""
+    path = str(path)
+    fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
+    tmp = _beside(path, "tmp")
+    try:
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+            if fs is LOCAL:
+                fh.flush()
+                os.fsync(fh.fileno())
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+    return path
+
+
+@contextmanager
+def staged_folder(
+    target: str | os.PathLike[str], fs: fsspec.AbstractFileSystem = LOCAL
+) -> Iterator[str]:
+    """Yield a staging path beside the folder `target` (not created); when the block ends
+    without an error the staged folder replaces `target` (the old one is moved aside first
+    and removed after), otherwise it is discarded and `target` is left as it was."""
+    target = str(target).rstrip("/")
+    fs.makedirs(posixpath.dirname(target) or ".", exist_ok=True)
+    staging, old = _beside(target, "tmp"), _beside(target, "old")
+    try:
+        yield staging
+        if fs.exists(target):
+            fs.mv(target, old, recursive=True)
+        fs.mv(staging, target, recursive=True)
+    finally:
+        for leftover in (staging, old):
+            if fs.exists(leftover):
+                fs.rm(leftover, recursive=True)
 
 
 def parquet_bytes(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
@@ -105,32 +159,14 @@ class ParquetStore:
         self, frame: pd.DataFrame, *parts: str, metadata: dict[str, str] | None = None
     ) -> str:
         """Write a table atomically (temp file, then rename); returns its path."""
-        path = self.path(*parts)
-        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with self.fs.open(tmp, "wb") as fh:
-                fh.write(parquet_bytes(frame, metadata))
-            self.fs.mv(tmp, path)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-        return path
+        return atomic_write_bytes(self.path(*parts), parquet_bytes(frame, metadata), self.fs)
 
     def put_folder(self, local: str | os.PathLike[str], *parts: str) -> str:
         """Copy a local folder (e.g. a saved model) to `<root>/<parts>`, replacing what was
         there only once the copy is complete."""
         target = posixpath.join(self._base, *parts)
-        staging = f"{target}.tmp-{uuid.uuid4().hex}"
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        try:
+        with staged_folder(target, self.fs) as staging:
             self.fs.put(str(local).rstrip("/") + "/", staging, recursive=True)
-            if self.fs.exists(target):
-                self.fs.rm(target, recursive=True)
-            self.fs.mv(staging, target, recursive=True)
-        finally:
-            if self.fs.exists(staging):
-                self.fs.rm(staging, recursive=True)
         return target
 
     def get_folder(self, local: str | os.PathLike[str], *parts: str) -> bool:

@@ -1,13 +1,17 @@
 """Resources: where data lives and which source feeds the pipeline, set through Dagster config."""
 
+import dataclasses
 import json
 import os
 import tempfile
+import typing
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from finpipe.core.storage import ParquetStore
 from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
@@ -138,23 +142,34 @@ class EvaluationSettings(dg.ConfigurableResource):
         return family_overrides(self.params_json, family)
 
 
-class MonitoringSettings(dg.ConfigurableResource):
-    """Drift thresholds (see `finpipe.monitoring.drift`): PSI bands 0.1 / 0.25, KS p-value,
-    the share of drifted features that triggers a retrain, and the live rank-IC drop against
-    validation."""
+def dataclass_fields(kind: type) -> dict[str, tuple[Any, Any]]:
+    """(type, default) of every field of a domain dataclass, to declare them once as config
+    fields of a resource (pydantic's create_model)."""
+    hints = typing.get_type_hints(kind)
+    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(kind)}
 
+
+class _MonitoringWindows(dg.ConfigurableResource):
     recent_days: int = 63
     reference_rows: int = 50_000
-    psi: float = 0.25
-    ks_pvalue: float = 0.01
-    max_drifted_share: float = 0.2
-    ic_drop: float = 0.03
-    min_live_dates: int = 20
 
     def thresholds(self) -> DriftThresholds:
         return DriftThresholds(
-            self.psi, self.ks_pvalue, self.max_drifted_share, self.ic_drop, self.min_live_dates
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(DriftThresholds)}
         )
+
+
+MonitoringSettings = pydantic.create_model(
+    "MonitoringSettings",
+    __base__=_MonitoringWindows,
+    __module__=__name__,
+    __doc__="""Drift monitoring: the last `recent_days` dates of every feature against up to
+    `reference_rows` rows of the champion's training window, and the thresholds of
+    `finpipe.monitoring.drift.DriftThresholds` (PSI, KS p-value, the share of drifted
+    features that triggers a retrain, the live rank-IC drop against validation), which are
+    config fields of the same names and defaults.""",
+    **dataclass_fields(DriftThresholds),
+)
 
 
 class ResearchSettings(dg.ConfigurableResource):

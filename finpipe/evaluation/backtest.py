@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from finpipe.core.keys import ROW_KEY
 from finpipe.core.metrics import (
     accuracy_ci,
     daily_directional_accuracy,
@@ -51,7 +52,6 @@ from finpipe.evaluation.simulation import (
 )
 
 BUY_AND_HOLD_MODEL = "equal_weight"  # the baseline run as buy-and-hold, not ranked
-KEYS = ["date", "ticker", "horizon"]
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def run_backtest(
     for the report.
     """
     horizon = config.horizon or int(predictions["horizon"].min())
-    labelled = predictions.merge(labels[[*KEYS, "fwd_return"]], on=KEYS, how="inner")
+    labelled = predictions.merge(labels[[*ROW_KEY, "fwd_return"]], on=list(ROW_KEY), how="inner")
     returns = daily_returns(prices)
     portfolios = _portfolios(predictions, returns, horizon, config)
     net = pd.DataFrame({name: p.returns for name, p in portfolios.items()})

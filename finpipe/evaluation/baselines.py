@@ -22,15 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from finpipe.core.prices import close_matrix
+
 BASELINES = ("equal_weight", "momentum_12_1", "reversal_5d", "random")
 DAYS_PER_MONTH = 21
-
-
-def close_matrix(prices: pd.DataFrame) -> pd.DataFrame:
-    """Adjusted closes as a wide frame (dates x tickers, sorted); missing prices stay NaN."""
-    wide = prices.pivot(index="date", columns="ticker", values="adj_close").sort_index()
-    wide.columns = wide.columns.astype(str)
-    return wide.sort_index(axis=1).astype(np.float64)
 
 
 def equal_weight_signal(close: pd.DataFrame) -> pd.DataFrame:

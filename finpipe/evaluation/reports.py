@@ -24,7 +24,6 @@ import io
 import json
 import math
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from finpipe.core.metrics import drawdown_series
-from finpipe.core.storage import parquet_bytes
+from finpipe.core.storage import atomic_write_bytes, parquet_bytes
 from finpipe.evaluation.backtest import BacktestResult
 from finpipe.evaluation.baselines import BASELINES
 from finpipe.evaluation.regimes import STRESS_WINDOWS
@@ -48,16 +47,6 @@ PLOTS = (
 )
 BASELINE_STYLE = {"linestyle": "--", "linewidth": 1.0, "alpha": 0.9}
 MODEL_STYLE = {"linestyle": "-", "linewidth": 1.4}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _pyplot() -> Any:
@@ -590,11 +579,11 @@ def write_report(
     for name, data in plots.items():
         plot_files[name] = f"plots/{name}.png"
         paths[f"plot_{name}"] = out / plot_files[name]
-        _atomic_write(paths[f"plot_{name}"], data)
+        atomic_write_bytes(paths[f"plot_{name}"], data)
     tables = result.tables()
     for name, frame in tables.items():
         paths[f"table_{name}"] = out / "metrics" / f"{name}.parquet"
-        _atomic_write(paths[f"table_{name}"], parquet_bytes(frame.reset_index(drop=True)))
+        atomic_write_bytes(paths[f"table_{name}"], parquet_bytes(frame.reset_index(drop=True)))
     summary = {
         "title": title,
         "test_period": _period(result),
@@ -605,9 +594,9 @@ def write_report(
         },
     }
     paths["json"] = out / "metrics.json"
-    _atomic_write(paths["json"], json.dumps(summary, indent=1, default=str).encode())
+    atomic_write_bytes(paths["json"], json.dumps(summary, indent=1, default=str).encode())
     paths["markdown"] = out / "summary.md"
-    _atomic_write(paths["markdown"], render_markdown(result, plot_files, title).encode())
+    atomic_write_bytes(paths["markdown"], render_markdown(result, plot_files, title).encode())
     paths["html"] = out / "report.html"
-    _atomic_write(paths["html"], render_html(result, plots, title).encode())
+    atomic_write_bytes(paths["html"], render_html(result, plots, title).encode())
     return paths

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from finpipe.core.prices import close_matrix
 from finpipe.portfolio.construction import PortfolioKind, top_k_weights
 
 
@@ -35,24 +36,11 @@ class PortfolioResult:
     turnover: pd.Series
     weights: pd.DataFrame
 
-    def frame(self) -> pd.DataFrame:
-        """The daily series side by side."""
-        return pd.DataFrame(
-            {
-                "return": self.returns,
-                "gross_return": self.gross_returns,
-                "cost": self.costs,
-                "turnover": self.turnover,
-            }
-        )
-
 
 def daily_returns(prices: pd.DataFrame) -> pd.DataFrame:
     """Simple close-to-close returns of adj_close, wide (dates x tickers); NaN where either
     close is missing."""
-    close = prices.pivot(index="date", columns="ticker", values="adj_close").sort_index()
-    close.columns = close.columns.astype(str)
-    close = close.sort_index(axis=1).astype(np.float64)
+    close = close_matrix(prices)
     return close / close.shift(1) - 1.0
 
 

@@ -23,14 +23,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
 from finpipe.forecasting import ensemble
 from finpipe.models.base import Forecaster, LeakageError
-from finpipe.models.panel_data import PanelData
+from finpipe.models.panel_data import NO_LABEL_END, PanelData
 from finpipe.models.registry import create_model
 
 WindowKind = Literal["expanding", "rolling"]
-ENSEMBLE = "ensemble"
-_NAT = np.iinfo(np.int64).min
 
 # A model is given as a factory returning a fresh Forecaster, or as a spec
 # {"family": <registered name>, **params} for create_model.
@@ -61,19 +60,6 @@ class Fold:
     @property
     def test_end(self) -> pd.Timestamp:
         return self.test_dates[-1]
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-able description, for logs and asset metadata."""
-        return {
-            "fold": self.index,
-            "train_start": str(self.train_dates[0].date()),
-            "train_end": str(self.train_dates[-1].date()),
-            "n_train_dates": len(self.train_dates),
-            "label_cutoff": str(self.label_cutoff.date()),
-            "test_start": str(self.test_start.date()),
-            "test_end": str(self.test_end.date()),
-            "n_test_dates": len(self.test_dates),
-        }
 
 
 def label_end_by_date(labels: pd.DataFrame) -> pd.Series:
@@ -111,7 +97,7 @@ def walk_forward_splits(
     if window == "rolling" and (train_days is None or train_days < 1):
         raise ValueError("a rolling window needs train_days, the number of training dates")
     ends = pd.to_datetime(label_end.reindex(calendar)).to_numpy("datetime64[ns]").view(np.int64)
-    ends = np.where(ends == _NAT, np.iinfo(np.int64).max, ends)
+    ends = np.where(ends == NO_LABEL_END, np.iinfo(np.int64).max, ends)
     stamps = calendar.to_numpy("datetime64[ns]").view(np.int64)
 
     def train_positions(start: int) -> np.ndarray:
@@ -162,7 +148,7 @@ def fold_views(fold: Fold, panel: PanelData) -> tuple[PanelData, PanelData]:
     """(train, test) views of the panel for a fold; training rows are purged row by row."""
     on_train = panel.dates.isin(fold.train_dates)
     on_test = panel.dates.isin(fold.test_dates)
-    purged = (panel.label_end != _NAT) & (panel.label_end < fold.label_cutoff.value)
+    purged = (panel.label_end != NO_LABEL_END) & (panel.label_end < fold.label_cutoff.value)
     train = panel.view(on_train[:, None] & purged)
     check_purged(fold, train)
     return train, panel.view(on_test[:, None])
@@ -171,7 +157,7 @@ def fold_views(fold: Fold, panel: PanelData) -> tuple[PanelData, PanelData]:
 def check_purged(fold: Fold, train: PanelData) -> None:
     """Raise LeakageError if any training row's label ends on or after the fold's cutoff."""
     ends = train.label_end[train.sample_mask]
-    ends = ends[ends != _NAT]
+    ends = ends[ends != NO_LABEL_END]
     if len(ends) and ends.max() >= fold.label_cutoff.value:
         raise LeakageError(
             f"fold {fold.index}: a training label ends {pd.Timestamp(ends.max()).date()}, on "
@@ -194,8 +180,7 @@ def equal_weight_combine(
     members: pd.DataFrame, validation: Mapping[str, Mapping[str, float]]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ensemble as the plain mean of the members' predictions per (date, ticker, horizon)."""
-    keys = ["date", "ticker", "horizon"]
-    ensemble = members.groupby(keys, sort=True, as_index=False)["prediction"].mean()
+    ensemble = members.groupby(list(ROW_KEY), sort=True, as_index=False)["prediction"].mean()
     pairs = members[["horizon", "model"]].drop_duplicates()
     counts = pairs.groupby("horizon")["model"].transform("count")
     weights = pairs.assign(weight=1.0 / counts).sort_values(["horizon", "model"])
@@ -221,7 +206,7 @@ def validation_weighted_combiner(
             [(h, m, w) for h, row in weights.items() for m, w in row.items()],
             columns=["horizon", "model", "weight"],
         )
-        return combined[["date", "ticker", "horizon", "prediction"]], table
+        return combined[[*ROW_KEY, "prediction"]], table
 
     return combine
 
@@ -250,8 +235,10 @@ def run_fold(
     """
     if not models:
         raise ValueError("run_fold needs at least one model")
-    if ENSEMBLE in models:
-        raise ValueError(f"{ENSEMBLE!r} is reserved for the combined prediction; rename the model")
+    if STACKED_ENSEMBLE in models:
+        raise ValueError(
+            f"{STACKED_ENSEMBLE!r} is reserved for the combined prediction; rename the model"
+        )
     train, test = fold_views(fold, panel)
     frames, validation = [], {}
     for name, spec in models.items():
@@ -263,9 +250,9 @@ def run_fold(
     weights = pd.DataFrame(columns=["horizon", "model", "weight"])
     if combine is not None:
         ensemble, weights = combine(members, validation)
-        parts.append(ensemble.assign(model=ENSEMBLE))
+        parts.append(ensemble.assign(model=STACKED_ENSEMBLE))
     predictions = pd.concat(parts, ignore_index=True).assign(fold=fold.index)
-    front = ["date", "ticker", "horizon", "model", "prediction"]
+    front = [*ROW_KEY, "model", "prediction"]
     predictions = predictions[front + [c for c in predictions.columns if c not in front]]
     weights = weights.assign(fold=fold.index, test_start=fold.test_start)
     table = pd.DataFrame.from_dict(validation, orient="index").rename_axis("model")

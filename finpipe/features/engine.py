@@ -288,17 +288,19 @@ def build_features(
     )
 
 
-def invalid_columns(frame: pd.DataFrame) -> dict[str, str]:
-    """Feature columns that are infinite somewhere or missing everywhere, with the reason.
+INFINITE, ALL_MISSING = "has infinite values", "is missing on every row"
 
-    What an asset check on the features asks; an all-missing column usually means a window
+
+def invalid_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Feature columns that are infinite somewhere (`INFINITE`) or missing everywhere
+    (`ALL_MISSING`), by problem.
+
+    What the asset checks on the features ask; an all-missing column usually means a window
     longer than the history given.
     """
-    problems = {}
-    for name in frame.columns.drop(["date", "ticker"], errors="ignore"):
-        values = frame[name].to_numpy()
-        if np.isinf(values).any():
-            problems[name] = "has infinite values"
-        elif np.isnan(values).all():
-            problems[name] = "is missing on every row"
-    return problems
+    values = frame.drop(columns=["date", "ticker"], errors="ignore")
+    numbers = values.to_numpy(dtype=np.float64)
+    return {
+        INFINITE: values.columns[np.isinf(numbers).any(axis=0)].tolist(),
+        ALL_MISSING: values.columns[np.isnan(numbers).all(axis=0)].tolist(),
+    }

@@ -15,8 +15,6 @@ import pandas as pd
 from finpipe.features.price_panel import build_price_panel, ticker_column
 from finpipe.features.rolling import log
 
-LABEL_COLUMNS = ("date", "ticker", "horizon", "fwd_return", "label_end")
-
 
 def forward_returns(
     prices: pd.DataFrame, horizons: tuple[int, ...] = (1, 5, 20), execution_lag: int = 1

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from finpipe.core.keys import FEATURE_KEY
+
 MAD_TO_STD = 1.4826
-KEYS = ("date", "ticker")
 
 
 def _wide(values: np.ndarray, date_code: np.ndarray, ticker_code: np.ndarray, shape) -> np.ndarray:
@@ -69,7 +70,7 @@ class CrossSectionalNormalizer:
         date_code, dates = pd.factorize(train["date"])
         ticker_code, tickers = pd.factorize(train["ticker"])
         shape = (len(dates), len(tickers))
-        for name in (c for c in train.columns if c not in KEYS):
+        for name in (c for c in train.columns if c not in FEATURE_KEY):
             values = train[name].to_numpy(dtype=np.float64)
             finite = np.isfinite(values)
             if not finite.any():
@@ -95,7 +96,7 @@ class CrossSectionalNormalizer:
         date_code, dates = pd.factorize(frame["date"])
         ticker_code, tickers = pd.factorize(frame["ticker"])
         shape = (len(dates), len(tickers))
-        out = {k: frame[k].to_numpy() for k in KEYS}
+        out = {k: frame[k].to_numpy() for k in FEATURE_KEY}
         for name in self.columns_:
             values = frame[name].to_numpy(dtype=np.float64)
             if name in self.time_series_:

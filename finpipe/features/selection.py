@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-KEYS = ("date", "ticker")
+from finpipe.core.keys import FEATURE_KEY
 
 
 @dataclass
@@ -53,7 +53,7 @@ def training_rows(
         (labels["horizon"] == horizon) & (labels["label_end"] <= train_end),
         ["date", "ticker", "fwd_return", "label_end"],
     ]
-    rows = features.loc[features["date"] <= train_end].merge(chosen, on=list(KEYS))
+    rows = features.loc[features["date"] <= train_end].merge(chosen, on=list(FEATURE_KEY))
     return rows.sort_values(["date", "ticker"], kind="mergesort").reset_index(drop=True)
 
 
@@ -87,7 +87,7 @@ def select_features(
     if len(rows) > max_rows:
         keep = np.random.default_rng(random_state).choice(len(rows), max_rows, replace=False)
         rows = rows.iloc[np.sort(keep)].reset_index(drop=True)
-    candidates = [c for c in features.columns if c not in KEYS]
+    candidates = [c for c in features.columns if c not in FEATURE_KEY]
     x = np.array(rows[candidates].to_numpy(dtype=np.float64), copy=True)
     x[~np.isfinite(x)] = np.nan
     y = rows["fwd_return"].to_numpy(dtype=np.float64)

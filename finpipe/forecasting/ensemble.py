@@ -8,7 +8,6 @@ Three ways to weight members, all producing weights that `combine` applies:
   out-of-fold predictions, per horizon. `fit` takes the fold each prediction came from and
   the training window of every fold, and refuses any row that falls inside its fold's
   training window: the meta-model never sees a member's in-sample predictions.
-  `walk_forward_oof` produces such a frame.
 * `updated_weights`: prior weights blended with an exponentially weighted rank IC of the
   members' recent realised predictions (from prediction history).
 
@@ -19,7 +18,7 @@ weight * prediction, which sum (with the intercept, if any) to the ensemble pred
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -27,13 +26,10 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
+from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
 from finpipe.core.metrics import daily_rank_ic
-from finpipe.models.base import Forecaster
-from finpipe.models.panel_data import PanelData, time_split
 
-ENSEMBLE_MODEL = "ensemble"
 INTERCEPT = "intercept"
-ROW_KEY = ["date", "ticker", "horizon"]
 OOF_COLUMNS = ("date", "ticker", "horizon", "model", "prediction", "fold", "fwd_return")
 FOLD_COLUMNS = ("fold", "train_start", "train_end")
 
@@ -192,7 +188,7 @@ def combine(
     member_predictions: pd.DataFrame,
     weights: Weights,
     intercept: Mapping[int, float] | None = None,
-    name: str = ENSEMBLE_MODEL,
+    name: str = STACKED_ENSEMBLE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Weighted combination of members' predictions, with per-row contributions.
 
@@ -210,7 +206,7 @@ def combine(
     rows = member_predictions[member_predictions["model"].isin(weighted)]
     if rows.duplicated([*ROW_KEY, "model"]).any():
         raise ValueError("member predictions have duplicate (date, ticker, horizon, model) rows")
-    wide = rows.pivot(index=ROW_KEY, columns="model", values="prediction")
+    wide = rows.pivot(index=list(ROW_KEY), columns="model", values="prediction")
     models = list(wide.columns)
     points = wide.to_numpy(np.float64)
     horizon_of_row = wide.index.get_level_values("horizon").to_numpy()
@@ -287,8 +283,7 @@ def check_out_of_fold(oof: pd.DataFrame, folds: pd.DataFrame) -> None:
             f"{int(inside.sum())} (fold, date) pairs fall inside their fold's training window, "
             f"e.g. fold {first['fold']} date {pd.Timestamp(first['date']).date()} within "
             f"[{pd.Timestamp(first['train_start']).date()}, "
-            f"{pd.Timestamp(first['train_end']).date()}]; stack only out-of-fold predictions "
-            "(walk_forward_oof makes them)"
+            f"{pd.Timestamp(first['train_end']).date()}]; stack only out-of-fold predictions"
         )
 
 
@@ -319,8 +314,8 @@ class StackingEnsemble:
         check_out_of_fold(oof, folds)
         if oof.duplicated([*ROW_KEY, "model"]).any():
             raise ValueError("oof has duplicate (date, ticker, horizon, model) rows across folds")
-        wide = oof.pivot(index=ROW_KEY, columns="model", values="prediction")
-        target = oof.groupby(ROW_KEY, sort=True)["fwd_return"].first().reindex(wide.index)
+        wide = oof.pivot(index=list(ROW_KEY), columns="model", values="prediction")
+        target = oof.groupby(list(ROW_KEY), sort=True)["fwd_return"].first().reindex(wide.index)
         self.models = tuple(wide.columns)
         usable = wide.notna().all(axis=1) & np.isfinite(target)
         horizons = wide.index.get_level_values("horizon")
@@ -377,50 +372,3 @@ class StackingEnsemble:
             intercepts={int(h): v for h, v in state["intercepts"].items()},
             n_rows={int(h): v for h, v in state["n_rows"].items()},
         )
-
-
-def walk_forward_oof(
-    members: Mapping[str, Forecaster],
-    panel: PanelData,
-    n_folds: int = 3,
-    first_fold: float = 0.5,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold member predictions over the later part of a labelled panel view.
-
-    The view's dates from `first_fold` (a fraction) onward are cut into `n_folds`
-    consecutive blocks. For each block a fresh copy of every member (same family and
-    parameters) is fit on the dates before it, purged by label_end and embargoed by the
-    longest horizon (`time_split`), and predicts the block. Returns (oof with
-    `OOF_COLUMNS`, folds with `FOLD_COLUMNS`) ready for `StackingEnsemble.fit`.
-    """
-    if n_folds < 1 or not 0.0 < first_fold < 1.0:
-        raise ValueError("need n_folds >= 1 and 0 < first_fold < 1")
-    view_dates = panel.sample_dates()
-    start = int(len(view_dates) * first_fold)
-    blocks = np.array_split(np.arange(start, len(view_dates)), n_folds)
-    labels = panel.labels_frame()
-    predictions, fold_rows = [], []
-    for fold, block in enumerate(blocks):
-        if len(block) == 0:
-            continue
-        first, last = view_dates[block[0]], view_dates[block[-1]]
-        train, _ = time_split(panel, valid_start=first)
-        test = panel.select(first, last)
-        ends = train.label_end[train.sample_mask]
-        ends = ends[ends != np.iinfo(np.int64).min]
-        fold_rows.append(
-            {
-                "fold": fold,
-                "train_start": train.sample_dates()[0],
-                "train_end": pd.Timestamp(ends.max()) if len(ends) else train.sample_dates()[-1],
-            }
-        )
-        for name, template in members.items():
-            model = type(template)(**template.get_params()).fit(train)
-            frame = model.predict(test).assign(model=name, fold=fold)
-            predictions.append(frame)
-            if progress is not None:
-                progress({"fold": fold, "model": name, **model.metrics})
-    oof = pd.concat(predictions, ignore_index=True).merge(labels, on=ROW_KEY, how="inner")
-    return oof[list(OOF_COLUMNS)], pd.DataFrame(fold_rows, columns=list(FOLD_COLUMNS))

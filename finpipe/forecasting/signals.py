@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from finpipe.forecasting.ensemble import ENSEMBLE_MODEL
+from finpipe.core.keys import STACKED_ENSEMBLE
 
 STRONG_BUY, BUY, HOLD, SELL, STRONG_SELL = "STRONG_BUY", "BUY", "HOLD", "SELL", "STRONG_SELL"
 SIGNALS = (STRONG_SELL, SELL, HOLD, BUY, STRONG_BUY)
@@ -75,7 +75,7 @@ def signal_from_interval(
 
 def signal_table(
     predictions: pd.DataFrame,
-    model: str = ENSEMBLE_MODEL,
+    model: str = STACKED_ENSEMBLE,
     thresholds: SignalThresholds | None = None,
 ) -> pd.DataFrame:
     """`model`'s rows of a predictions table with a `signal` column, per ticker and horizon."""
@@ -91,7 +91,7 @@ def signal_table(
 def rank_universe(
     predictions: pd.DataFrame,
     horizon: int,
-    model: str = ENSEMBLE_MODEL,
+    model: str = STACKED_ENSEMBLE,
     date: Any = None,
     thresholds: SignalThresholds | None = None,
 ) -> pd.DataFrame:

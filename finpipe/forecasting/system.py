@@ -20,20 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from finpipe.core.keys import ROW_KEY, WEIGHTED_ENSEMBLE
 from finpipe.forecasting.ensemble import StackingEnsemble, combine, validation_weights
 from finpipe.forecasting.uncertainty import SplitConformal, coverage_table, interval_scale
 from finpipe.models import Forecaster, PanelData
-
-KEY = ["date", "ticker", "horizon"]
-STACKED = "ensemble"
-WEIGHTED = "ensemble_weighted"
 
 
 def member_predictions(models: Mapping[str, Forecaster], view: PanelData) -> pd.DataFrame:
     """Every member's point predictions on a view, with a `model` column."""
     return pd.concat(
         [
-            model.predict(view)[[*KEY, "prediction"]].assign(model=name)
+            model.predict(view)[[*ROW_KEY, "prediction"]].assign(model=name)
             for name, model in models.items()
         ],
         ignore_index=True,
@@ -80,7 +77,7 @@ class ForecastSystem:
         interval scale) on a view."""
         members = member_predictions(self.members, view)
         stacked, contributions = self.stack.predict(members)
-        weighted, _ = combine(members, self.weights, name=WEIGHTED)
+        weighted, _ = combine(members, self.weights, name=WEIGHTED_ENSEMBLE)
         samples = mc_dropout_samples(self.members, view, self.mc_samples)
         scale = interval_scale(members, self.recent_vol, samples)
         points = pd.concat([members, stacked[members.columns], weighted[members.columns]])
@@ -97,7 +94,7 @@ def fit_forecast_system(
     mc_samples: int = 10,
 ) -> ForecastSystem:
     """Fit the stacking meta-model on `valid` (out of fold) and conformal on `calibration`."""
-    oof = member_predictions(members, valid).merge(valid.labels_frame(), on=KEY)
+    oof = member_predictions(members, valid).merge(valid.labels_frame(), on=list(ROW_KEY))
     stack = StackingEnsemble().fit(oof.assign(fold=0), holdout_fold(train))
     metrics = {name: model.metrics for name, model in members.items()}
     weights = validation_weights(metrics, method="rank_ic")
@@ -105,7 +102,7 @@ def fit_forecast_system(
         dict(members), stack, weights, SplitConformal(levels=levels), recent_vol, mc_samples
     )
     points, _, scale = system.point_predictions(calibration)
-    rows = points.merge(scale, on=KEY).merge(calibration.labels_frame(), on=KEY)
+    rows = points.merge(scale, on=list(ROW_KEY)).merge(calibration.labels_frame(), on=list(ROW_KEY))
     system.conformal.fit(rows)
     return system
 
@@ -115,7 +112,7 @@ def evaluate_coverage(
 ) -> pd.DataFrame:
     """PICP and normalised width per model, horizon and level on labelled rows of `evaluation`."""
     points, _, scale = system.point_predictions(evaluation)
-    rows = points.merge(scale, on=KEY).merge(evaluation.labels_frame(), on=KEY)
+    rows = points.merge(scale, on=list(ROW_KEY)).merge(evaluation.labels_frame(), on=list(ROW_KEY))
     tables = []
     for level in levels:
         with_interval = system.conformal.interval(rows, level)

@@ -44,9 +44,9 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.special import ndtri
 
+from finpipe.core.keys import ROW_KEY
 from finpipe.core.metrics import interval_coverage
-
-ROW_KEY = ("date", "ticker", "horizon")
+from finpipe.core.prices import close_matrix
 
 
 class ConformalError(ValueError):
@@ -61,8 +61,7 @@ def recent_volatility(
 ) -> pd.DataFrame:
     """Trailing standard deviation of daily log returns of `adj_close` per ticker, known at
     the close of each date: `date, ticker, recent_vol`."""
-    wide = prices.pivot(index="date", columns="ticker", values="adj_close").sort_index()
-    returns = np.log(wide).diff()
+    returns = np.log(close_matrix(prices)).diff()
     vol = returns.rolling(window, min_periods=min_periods).std()
     out = vol.stack().rename("recent_vol").reset_index()
     return out[["date", "ticker", "recent_vol"]].astype({"recent_vol": np.float64})
@@ -110,30 +109,6 @@ def interval_scale(
     return rows[[*ROW_KEY, "horizon_vol", "dispersion", "scale"]]
 
 
-def mc_dropout_interval(samples: pd.DataFrame, level: float = 0.8) -> pd.DataFrame:
-    """Point, empirical central interval and spread of Monte Carlo dropout samples.
-
-    `samples` is `predict_samples` output (optionally with a `model` column). Returns one row
-    per key: `prediction` (sample mean), `lower`, `upper` (the (1 - level) / 2 and
-    (1 + level) / 2 sample quantiles) and `mc_std`. These intervals hold only the models'
-    own (epistemic) uncertainty, not the noise in returns, so they are far too narrow to
-    use as prediction intervals; `member_dispersion` folds their variance into the scale.
-    """
-    _check_level(level)
-    keys = [c for c in samples.columns if c not in ("sample", "prediction")]
-    groups = samples.groupby(keys, sort=True)["prediction"]
-    bounds = groups.quantile([(1.0 - level) / 2.0, (1.0 + level) / 2.0]).unstack()
-    out = pd.DataFrame(
-        {
-            "prediction": groups.mean(),
-            "lower": bounds.iloc[:, 0],
-            "upper": bounds.iloc[:, 1],
-            "mc_std": groups.std(ddof=0),
-        }
-    )
-    return out.reset_index()
-
-
 # -- split conformal -----------------------------------------------------------------------
 
 
@@ -144,14 +119,6 @@ def conformal_rank(n: int, level: float) -> int:
     """
     _check_level(level)
     return math.ceil((n + 1) * level - 1e-9)
-
-
-def conformal_quantile(scores: ArrayLike, level: float) -> float:
-    """The ceil((n + 1) * level)-th smallest finite score; inf when that exceeds n."""
-    values = np.sort(np.asarray(scores, np.float64))
-    values = values[np.isfinite(values)]
-    k = conformal_rank(len(values), level)
-    return float(values[k - 1]) if k <= len(values) else math.inf
 
 
 @dataclass(eq=False)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +25,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from finpipe.core.keys import ROW_KEY
 from finpipe.core.metrics import forecast_metrics
+from finpipe.core.storage import staged_folder
 from finpipe.models.panel_data import (
+    NO_LABEL_END,
     FeatureScaler,
     PanelData,
     PanelDataError,
@@ -215,9 +216,7 @@ class Forecaster(ABC):
     def validation_metrics(self, valid: PanelData) -> dict[str, float]:
         """Flat per-horizon metrics of this model's predictions on a labelled view."""
         predictions = self.predict(valid)
-        labelled = predictions.merge(
-            valid.labels_frame(), on=["date", "ticker", "horizon"], how="inner"
-        )
+        labelled = predictions.merge(valid.labels_frame(), on=list(ROW_KEY), how="inner")
         table = forecast_metrics(labelled)
         out: dict[str, float] = {"n_valid": float(len(labelled))}
         for horizon, row in table.iterrows():
@@ -232,10 +231,9 @@ class Forecaster(ABC):
         if self.feature_scaler is None or self.target_scaler is None:
             raise NotFittedError(f"{self.name} is not fitted; nothing to save")
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        staging.mkdir()
-        try:
+        with staged_folder(target) as staging:
+            folder = Path(staging)
+            folder.mkdir()
             meta = {
                 "format": FORMAT_VERSION,
                 "family": self.name,
@@ -246,16 +244,9 @@ class Forecaster(ABC):
                 "target_scaler": self.target_scaler.to_dict(),
                 "metrics": self.metrics,
                 "history": self.history,
-                "state": self._save_state(staging),
+                "state": self._save_state(folder),
             }
-            (staging / META_FILE).write_text(json.dumps(meta, indent=1, default=_jsonable))
-            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-            if target.exists():
-                os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            (folder / META_FILE).write_text(json.dumps(meta, indent=1, default=_jsonable))
         return target
 
     @classmethod
@@ -315,7 +306,7 @@ def _check_no_overlap(train: PanelData, valid: PanelData) -> None:
     if len(valid_dates) == 0:
         raise PanelDataError("the validation view has no samples")
     ends = train.label_end[train.sample_mask]
-    ends = ends[ends != np.iinfo(np.int64).min]
+    ends = ends[ends != NO_LABEL_END]
     if len(ends) and ends.max() >= valid_dates[0].value:
         raise LeakageError(
             f"training labels end as late as {pd.Timestamp(ends.max()).date()}, on or after the "

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-LABEL_COLUMNS = ("date", "ticker", "horizon", "fwd_return", "label_end")
-_NAT = np.iinfo(np.int64).min
+from finpipe.core.contracts import LABELS
+
+# label_end (int64 nanoseconds) of a sample without any label: NaT's integer value.
+NO_LABEL_END = np.iinfo(np.int64).min
 
 
 class PanelDataError(ValueError):
@@ -91,9 +93,9 @@ class PanelData:
         if labels is None:
             horizons = tuple(int(h) for h in horizons or ())
             targets = np.full((len(dates), len(tickers), len(horizons)), np.nan, np.float32)
-            label_end = np.full((len(dates), len(tickers)), _NAT, np.int64)
+            label_end = np.full((len(dates), len(tickers)), NO_LABEL_END, np.int64)
         else:
-            missing = [c for c in LABEL_COLUMNS if c not in labels]
+            missing = [c for c in LABELS.required if c not in labels]
             if missing:
                 raise PanelDataError(f"labels table lacks columns {missing}")
             if horizons is None:
@@ -197,8 +199,9 @@ def _label_arrays(
     targets[d_idx, t_idx, h_idx] = labels["fwd_return"].to_numpy(np.float32)[on_panel]
     targets[~np.isfinite(targets)] = np.nan
     ends = pd.to_datetime(labels["label_end"]).to_numpy("datetime64[ns]").view(np.int64)[on_panel]
-    ends = np.where(np.isfinite(labels["fwd_return"].to_numpy(np.float64))[on_panel], ends, _NAT)
-    label_end = np.full((len(dates), len(tickers)), _NAT, np.int64)
+    labelled = np.isfinite(labels["fwd_return"].to_numpy(np.float64))[on_panel]
+    ends = np.where(labelled, ends, NO_LABEL_END)
+    label_end = np.full((len(dates), len(tickers)), NO_LABEL_END, np.int64)
     np.maximum.at(label_end, (d_idx, t_idx), ends)
     return targets, label_end
 

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from finpipe.core.keys import ROW_KEY
 from finpipe.models.base import COMMON_DEFAULTS, Forecaster, ProgressCallback
 from finpipe.models.panel_data import PanelData
 from finpipe.models.torch_loop import (
@@ -607,7 +608,7 @@ class SequenceForecaster(Forecaster):
         frame = frame.loc[np.repeat(np.arange(n_rows), n)].reset_index(drop=True)
         frame["sample"] = np.tile(np.arange(n, dtype=np.int64), n_rows)
         frame["prediction"] = points.reshape(-1).astype(np.float64)
-        return frame[["date", "ticker", "horizon", "sample", "prediction"]]
+        return frame[[*ROW_KEY, "sample", "prediction"]]
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
         assert self.module is not None

@@ -22,6 +22,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegresso
 from sklearn.linear_model import ElasticNet, Ridge
 from threadpoolctl import threadpool_limits
 
+from finpipe.core.keys import ROW_KEY
 from finpipe.core.metrics import mse
 from finpipe.models.base import COMMON_DEFAULTS, Forecaster, ProgressCallback
 from finpipe.models.panel_data import PanelData, PanelDataError
@@ -233,7 +234,7 @@ class RandomForestForecaster(TabularForecaster):
         frame = frame.loc[np.repeat(np.arange(n_rows), n)].reset_index(drop=True)
         frame["sample"] = np.tile(np.arange(n, dtype=np.int64), n_rows)
         frame["prediction"] = points.reshape(-1).astype(np.float64)
-        return frame[["date", "ticker", "horizon", "sample", "prediction"]]
+        return frame[[*ROW_KEY, "sample", "prediction"]]
 
 
 class HistGBMForecaster(TabularForecaster):

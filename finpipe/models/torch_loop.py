@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from finpipe.core.storage import atomic_write_bytes
 from finpipe.models.base import ProgressCallback, TrainingFailedError
 from finpipe.models.windows import WindowDataset
 
@@ -142,15 +143,9 @@ def forecast_loss(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load_checked(path: Path) -> dict[str, Any]:
@@ -190,10 +185,7 @@ class CheckpointManager:
         return json.loads(index.read_text())
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
-        index = self.directory / self.INDEX
-        tmp = index.with_name(f".{index.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(entries))
-        os.replace(tmp, index)
+        atomic_write_bytes(self.directory / self.INDEX, json.dumps(entries).encode())
 
     def save(self, epoch: int, valid_loss: float, model_state: dict[str, torch.Tensor]) -> bool:
         """Keep this epoch if it ranks among the best; returns whether it was kept."""

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from finpipe.core.contracts import PRICES
+from finpipe.core.keys import STACKED_ENSEMBLE, WEIGHTED_ENSEMBLE
 from finpipe.core.storage import ParquetStore
 from finpipe.data.ingest import read_table
 from finpipe.defs.assets.features import labels
@@ -28,7 +29,6 @@ from finpipe.forecasting.predictions import (
 )
 from finpipe.forecasting.signals import SignalThresholds, rank_universe, signal_table
 from finpipe.forecasting.system import (
-    STACKED,
     calibration_windows,
     evaluate_coverage,
     every_nth_date,
@@ -90,12 +90,12 @@ def predictions(
     path = write_predictions(store, table)
     store.write(contributions, "predictions", "contributions")
     thresholds = SignalThresholds(forecasting.buy_ratio, forecasting.min_return)
-    signals = signal_table(table, STACKED, thresholds)
+    signals = signal_table(table, STACKED_ENSEMBLE, thresholds)
     store.write(signals, "predictions", "signals")
-    ranking = rank_universe(table, max(research.horizons), STACKED, thresholds=thresholds)
+    ranking = rank_universe(table, max(research.horizons), STACKED_ENSEMBLE, thresholds=thresholds)
     store.write(ranking, "predictions", "ranking")
     store.write(coverage, "predictions", "coverage")
-    ensemble_cov = coverage[coverage["model"] == STACKED]
+    ensemble_cov = coverage[coverage["model"] == STACKED_ENSEMBLE]
     context.log.info(
         "predictions: %d rows for %s written to %s", len(table), latest_date.date(), path
     )
@@ -151,7 +151,7 @@ def prediction_history(
         prior_weights = (
             dict(zip(prior["model"], prior["weight"], strict=True)) if prior is not None else {}
         )
-        members = realised[~realised["model"].str.startswith("ensemble")]
+        members = realised[~realised["model"].isin([STACKED_ENSEMBLE, WEIGHTED_ENSEMBLE])]
         weights = updated_weights(
             prior_weights or dict.fromkeys(members["model"].unique(), 1.0), members
         )

@@ -1,8 +1,8 @@
-"""Drift statistics, the NYSE calendar, the schedules and the sensors, with Dagster's contexts."""
+"""Drift statistics, the schedules and the sensors, with Dagster's contexts."""
 
 import json
 import threading
-from datetime import date, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 from zoneinfo import ZoneInfo
@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.core.calendar import closed_reason, is_trading_day
 from finpipe.defs.schedules import daily_refresh_schedule, weekly_evaluate_schedule
 from finpipe.defs.sensors import drift_retrain_sensor, run_failure_alert
 from finpipe.monitoring.drift import (
@@ -92,27 +91,6 @@ def test_drift_episodes_persist_while_drift_lasts():
     assert drift_episode("2026-11-20", False, pd.Timestamp("2026-11-24")) is None
 
 
-def test_nyse_calendar_2024():
-    holidays = {
-        "2024-01-01",
-        "2024-01-15",
-        "2024-02-19",
-        "2024-03-29",
-        "2024-05-27",
-        "2024-06-19",
-        "2024-07-04",
-        "2024-09-02",
-        "2024-11-28",
-        "2024-12-25",
-    }
-    weekdays = pd.bdate_range("2024-01-01", "2024-12-31")
-    closed = {d.strftime("%Y-%m-%d") for d in weekdays if not is_trading_day(d.date())}
-    assert closed == holidays
-    assert closed_reason(date(2021, 12, 24)) == "Christmas Day"  # Saturday Christmas, observed
-    assert closed_reason(date(2012, 10, 29)) == "special closure"
-    assert closed_reason(date(2026, 11, 21)) == "weekend"
-
-
 def schedule_at(schedule, when: datetime):
     return schedule(dg.build_schedule_context(scheduled_execution_time=when))
 
@@ -120,7 +98,13 @@ def schedule_at(schedule, when: datetime):
 def test_daily_refresh_skips_holidays_and_weekends_with_a_reason():
     thanksgiving = schedule_at(daily_refresh_schedule, datetime(2026, 11, 26, 18, 30, tzinfo=NY))
     assert isinstance(thanksgiving, dg.SkipReason)
-    assert "Thanksgiving Day" in thanksgiving.skip_message
+    assert thanksgiving.skip_message == (
+        "2026-11-26 is not a NYSE trading day (Thanksgiving): nothing to refresh"
+    )
+    juneteenth = schedule_at(daily_refresh_schedule, datetime(2026, 6, 19, 18, 30, tzinfo=NY))
+    assert "(Juneteenth National Independence Day)" in juneteenth.skip_message
+    sandy = schedule_at(daily_refresh_schedule, datetime(2012, 10, 30, 18, 30, tzinfo=NY))
+    assert "(ad-hoc closure)" in sandy.skip_message
     saturday = schedule_at(daily_refresh_schedule, datetime(2026, 11, 21, 18, 30, tzinfo=NY))
     assert "weekend" in saturday.skip_message
     friday = schedule_at(daily_refresh_schedule, datetime(2026, 11, 27, 18, 30, tzinfo=NY))

@@ -135,16 +135,44 @@ def test_fundamental_rules():
 
 
 def test_gap_hand_example():
-    # 2024-06-03 (Mon) then 2024-06-12 (Wed): Jun 4-7, 10-11 missing = 6 business days.
+    # 2024-06-03 (Mon) then 2024-06-12 (Wed): Jun 4-7, 10-11 missing = 6 trading sessions.
     frame = good_prices().iloc[[0]]
     frame = pd.concat([frame, frame.assign(date=pd.Timestamp("2024-06-12"))], ignore_index=True)
     gaps = trading_gaps(frame, max_gap_days=5)
-    assert gaps["missing_business_days"].tolist() == [6]
+    assert gaps["missing_sessions"].tolist() == [6]
     assert check_gaps(frame, 6).passed and not check_gaps(frame, 5).passed
+
+
+def prices_on(days: list[str]) -> pd.DataFrame:
+    return good_prices(len(days)).assign(date=pd.to_datetime(days))
+
+
+def test_a_missing_holiday_is_no_gap_and_two_missing_sessions_are_a_two_session_gap():
+    # Thursday 2024-07-04 is Independence Day: Wed Jul 3 -> Fri Jul 5 misses no session.
+    around_the_fourth = prices_on(["2024-07-02", "2024-07-03", "2024-07-05", "2024-07-08"])
+    assert trading_gaps(around_the_fourth, max_gap_days=0).empty
+    assert check_gaps(around_the_fourth, 0).passed
+    # Good Friday 2024-03-29 and a weekend lie inside a gap that misses Thu Mar 28 and Mon Apr 1.
+    missing_two = prices_on(["2024-03-26", "2024-03-27", "2024-04-02"])
+    gaps = trading_gaps(missing_two, max_gap_days=1)
+    assert gaps["missing_sessions"].tolist() == [2]
+    assert gaps["date"].tolist() == [pd.Timestamp("2024-04-02")]
+    assert not check_gaps(missing_two, 1).passed and check_gaps(missing_two, 2).passed
 
 
 def test_staleness_hand_example():
     frame = good_prices()  # newest 2024-06-10 (Mon)
-    assert check_staleness(frame, pd.Timestamp("2024-06-17"), 5).passed  # 5 business days
+    assert check_staleness(frame, pd.Timestamp("2024-06-17"), 5).passed  # 5 sessions behind
     outcome = check_staleness(frame, pd.Timestamp("2024-06-18"), 5)
     assert not outcome.passed and outcome.failing_rows == 1
+    assert outcome.sample["sessions_behind"].tolist() == [6]
+
+
+def test_staleness_counts_sessions_not_weekdays():
+    # Newest row Wed 2024-07-03; by Mon Jul 8 only Fri Jul 5 and Mon Jul 8 were sessions.
+    frame = prices_on(["2024-07-02", "2024-07-03"])
+    assert check_staleness(frame, pd.Timestamp("2024-07-08"), 2).passed
+    assert not check_staleness(frame, pd.Timestamp("2024-07-08"), 1).passed
+    # Data through Friday are current on the Saturday and Sunday after.
+    friday = prices_on(["2024-07-05"])
+    assert check_staleness(friday, pd.Timestamp("2024-07-07"), 0).passed

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from finpipe.core.calendar import count_sessions
 from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract, schema_violations
 
 OHLC_TOLERANCE = 1e-6
@@ -148,21 +149,18 @@ def check_rule(frame: pd.DataFrame, rule: RowRule, today: pd.Timestamp) -> Check
 
 
 def trading_gaps(frame: pd.DataFrame, max_gap_days: int) -> pd.DataFrame:
-    """Per ticker, consecutive rows more than `max_gap_days` business days apart."""
+    """Per ticker, consecutive rows with more than `max_gap_days` NYSE trading sessions missing
+    between them (holidays and weekends are not sessions, so they never make a gap)."""
     ordered = frame.sort_values(["ticker", "date"])
     prev = ordered.groupby("ticker")["date"].shift(1)
     has_prev = prev.notna()
     missing = pd.Series(0, index=ordered.index)
-    missing[has_prev] = (
-        np.busday_count(
-            prev[has_prev].values.astype("datetime64[D]"),
-            ordered.loc[has_prev, "date"].values.astype("datetime64[D]"),
-        )
-        - 1
+    missing[has_prev] = count_sessions(
+        prev[has_prev], ordered.loc[has_prev, "date"] - pd.Timedelta(days=1)
     )
-    gaps = ordered.assign(previous_date=prev, missing_business_days=missing)
-    return gaps[gaps["missing_business_days"] > max_gap_days][
-        ["ticker", "previous_date", "date", "missing_business_days"]
+    gaps = ordered.assign(previous_date=prev, missing_sessions=missing)
+    return gaps[gaps["missing_sessions"] > max_gap_days][
+        ["ticker", "previous_date", "date", "missing_sessions"]
     ]
 
 
@@ -170,24 +168,22 @@ def check_gaps(frame: pd.DataFrame, max_gap_days: int) -> CheckOutcome:
     gaps = trading_gaps(frame, max_gap_days)
     return CheckOutcome(
         gaps.empty,
-        f"{len(gaps)} gaps longer than {max_gap_days} business days",
+        f"{len(gaps)} gaps longer than {max_gap_days} trading sessions",
         len(gaps),
         gaps.head(5),
     )
 
 
 def check_staleness(frame: pd.DataFrame, as_of: pd.Timestamp, max_stale_days: int) -> CheckOutcome:
-    """Every ticker's newest row is within `max_stale_days` business days of `as_of`."""
+    """Every ticker's newest row is at most `max_stale_days` NYSE trading sessions behind `as_of`
+    (the sessions after its newest row, through `as_of`)."""
     newest = frame.groupby("ticker")["date"].max()
-    lag = pd.Series(
-        np.busday_count(newest.values.astype("datetime64[D]"), np.datetime64(as_of.date(), "D")),
-        index=newest.index,
-    )
+    lag = pd.Series(count_sessions(newest, as_of), index=newest.index)
     stale = lag[lag > max_stale_days]
-    sample = stale.rename("business_days_behind").reset_index().head(5)
+    sample = stale.rename("sessions_behind").reset_index().head(5)
     return CheckOutcome(
         stale.empty,
-        f"{len(stale)} tickers more than {max_stale_days} business days behind {as_of.date()}",
+        f"{len(stale)} tickers more than {max_stale_days} trading sessions behind {as_of.date()}",
         len(stale),
         sample,
     )

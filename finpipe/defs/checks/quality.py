@@ -73,13 +73,13 @@ def table_checks(contract: Contract) -> list[tuple[str, str, Evaluate, bool]]:
         checks += [
             (
                 "gaps",
-                "no gap longer than market_data.max_gap_days business days",
+                "no gap longer than market_data.max_gap_days trading sessions",
                 lambda f, m: check_gaps(f, m.max_gap_days),
                 False,
             ),
             (
                 "staleness",
-                "newest row within market_data.max_stale_days business days of the end date",
+                "newest row within market_data.max_stale_days trading sessions of the end date",
                 lambda f, m: check_staleness(f, pd.Timestamp(m.date_range()[1]), m.max_stale_days),
                 False,
             ),

@@ -30,12 +30,24 @@ SP500_20 = [
     ("XOM", "Exxon Mobil", "Energy"),
 ]
 
-PRESETS = {"sp500_20": SP500_20}
+# The five stocks of bokeh-sampledata's daily OHLCV (2000-2013), with their GICS sectors today;
+# GOOG is Alphabet's class A history (GOOGL since 2014), FB is Meta Platforms.
+BOKEH_OHLCV = [
+    ("AAPL", "Apple Inc.", "Information Technology"),
+    ("FB", "Meta Platforms (Facebook)", "Communication Services"),
+    ("GOOG", "Alphabet (Google), class A", "Communication Services"),
+    ("IBM", "International Business Machines", "Information Technology"),
+    ("MSFT", "Microsoft", "Information Technology"),
+]
+
+# The bundled source serves each preset from one dataset (`bundled.PRESET_STOCKS`).
+PRESETS = {"sp500_20": SP500_20, "bokeh_ohlcv": BOKEH_OHLCV}
 UNKNOWN_SECTOR = "Unknown"
 
 
 def universe_frame(spec: str) -> pd.DataFrame:
-    """`ticker, name, sector` for a preset name (`sp500_20`) or comma-separated tickers.
+    """`ticker, name, sector` for a preset name (`sp500_20`, `bokeh_ohlcv`) or comma-separated
+    tickers.
 
     Tickers given by hand keep the preset's name and sector where a preset knows them.
     """

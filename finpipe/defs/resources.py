@@ -15,7 +15,7 @@ import pydantic
 
 from finpipe.core.storage import ParquetStore
 from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
-from finpipe.data.sources.bundled import BundledSource, bundled_prices
+from finpipe.data.sources.bundled import BundledSource, bundled_stocks, stocks_for_universe
 from finpipe.data.sources.synthetic import (
     BENCHMARK_TICKER,
     SyntheticConfig,
@@ -28,6 +28,7 @@ from finpipe.monitoring.drift import DriftThresholds
 
 # yfinance and fredapi are imported only when the live source is chosen: slow imports.
 SOURCES = ("bundled", "live", "synthetic")
+DEFAULT_UNIVERSE = "sp500_20"
 DEFAULT_MACRO_SERIES = ["VIXCLS", "CPILFESL", "AAA", "BAA"]
 
 
@@ -199,6 +200,9 @@ class MarketDataResource(dg.ConfigurableResource):
 
     source: `bundled` (offline, packaged real data; default), `live` (yfinance prices and
     fundamentals, FRED macro) or `synthetic` (seeded panel; see SyntheticConfig).
+    universe: a preset (`sp500_20`, the default; `bokeh_ohlcv`, five stocks with daily OHLCV
+    2000-2013) or comma-separated tickers; the bundled source serves a preset from that
+    preset's dataset (`bundled.PRESET_STOCKS`), tickers given by hand from the `sp500_20` one.
     Empty `universe`, `benchmark`, `start_date` or `end_date` take the source's defaults.
     """
 
@@ -237,7 +241,7 @@ class MarketDataResource(dg.ConfigurableResource):
             from finpipe.data.sources.yahoo import YahooSource
 
             return YahooSource()
-        return BundledSource()
+        return BundledSource(stocks_for_universe(self.universe_spec()))
 
     def macro_source(self, fred: FredCredentials) -> MacroSource | None:
         self._check_source()
@@ -257,21 +261,26 @@ class MarketDataResource(dg.ConfigurableResource):
 
         return YahooSource()
 
+    def universe_spec(self) -> str:
+        """The configured universe, or the default preset."""
+        return self.universe or DEFAULT_UNIVERSE
+
     def universe_frame(self) -> pd.DataFrame:
         if self.source == "synthetic" and not self.universe:
             return synthetic_universe(self.synthetic_config())
-        return universe_frame(self.universe or "sp500_20")
+        return universe_frame(self.universe_spec())
 
     def benchmark_ticker(self) -> str:
         return self.benchmark or (BENCHMARK_TICKER if self.source == "synthetic" else "^GSPC")
 
     def date_range(self) -> tuple[date, date]:
-        """(start, end): configured dates, else the source's full history up to its last day."""
+        """(start, end): configured dates, else the source's full history up to its last day
+        (for the bundled source: that of the universe's stock dataset)."""
         if self.source == "synthetic":
             dates = self.synthetic_config().dates
             first, last = dates[0].date(), dates[-1].date()
         elif self.source == "bundled":
-            dates = bundled_prices()["date"]
+            dates = bundled_stocks(stocks_for_universe(self.universe_spec()))["date"]
             first, last = dates.min().date(), dates.max().date()
         else:
             first, last = date(2000, 1, 1), pd.Timestamp.today().date()

@@ -101,3 +101,26 @@ def test_cli_validates_and_materializes_the_ingest_group_from_bundled_data(tmp_p
     assert len(store.names("raw", "prices")) == 20
     aapl = store.read("raw", "prices", "AAPL")
     assert aapl["date"].max() == pd.Timestamp("2022-12-28")
+
+
+def test_ingest_and_features_on_the_bundled_ohlcv_universe(tmp_path):
+    market = MarketDataResource(source="bundled", universe="bokeh_ohlcv")
+    definitions = build_defs(
+        {"market_data": market, "storage": StorageResource(root=str(tmp_path))}
+    )
+    result = definitions.resolve_job_def("refresh_features").execute_in_process(
+        raise_on_error=False
+    )
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+    prices = materialization(result, "raw_prices")
+    assert prices["rows_added"] == 12154 and prices["rows_quarantined"] == 0
+    assert (prices["first_date"], prices["last_date"]) == ("2000-03-01", "2013-03-01")
+    assert set(prices["fields_available"]) >= {"open", "high", "low", "close", "volume"}
+    assert materialization(result, "benchmark_prices")["rows_stored"] == 3270
+    features = materialization(result, "features")
+    computed = set(features["families_computed"])
+    assert {"alpha158_kbar", "technical_range", "microstructure_gap", "garch"} <= computed
+    # arch's VIX starts in 2014, after this data ends: no invented VIX, the family is skipped.
+    assert set(features["families_skipped"]) == {"alpha158_extremes", "macro_vix"}

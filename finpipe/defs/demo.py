@@ -10,11 +10,11 @@ import time
 
 import dagster as dg
 
-from finpipe.definitions import defs
-from finpipe.defs.resources import default_data_root
+from finpipe.definitions import build_defs, defs
+from finpipe.defs.resources import MarketDataResource, default_data_root
 
 
-def run_job(job_name: str) -> dg.ExecuteInProcessResult:
+def run_job(job_name: str, definitions: dg.Definitions = defs) -> dg.ExecuteInProcessResult:
     """Execute a job on the persistent instance of DAGSTER_HOME (ephemeral when unset)."""
     instance = (
         dg.DagsterInstance.get()
@@ -22,7 +22,7 @@ def run_job(job_name: str) -> dg.ExecuteInProcessResult:
         else dg.DagsterInstance.ephemeral()
     )
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    return defs.resolve_job_def(job_name).execute_in_process(
+    return definitions.resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=instance, raise_on_error=False
     )
 
@@ -69,12 +69,23 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--job", default="full", help="job to run (default: full, the whole graph)")
+    parser.add_argument(
+        "--universe",
+        default="",
+        help="bundled universe preset (sp500_20, the default; bokeh_ohlcv) or tickers; "
+        "give each universe its own FINPIPE_DATA_ROOT",
+    )
     args = parser.parse_args(argv)
-    print(f"finpipe demo: job '{args.job}' on the bundled data (offline)")
+    definitions = defs
+    if args.universe:
+        market = MarketDataResource(source="bundled", universe=args.universe)
+        definitions = build_defs({"market_data": market})
+    universe = args.universe or "the default universe"
+    print(f"finpipe demo: job '{args.job}' on the bundled data, {universe} (offline)")
     print(f"  DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '(unset: ephemeral)')}")
     print(f"  data root   ={default_data_root()}")
     started = time.perf_counter()
-    result = run_job(args.job)
+    result = run_job(args.job, definitions)
     print(
         f"finpipe demo: run {result.run_id} {'succeeded' if result.success else 'FAILED'}"
         f" in {time.perf_counter() - started:.1f} s"

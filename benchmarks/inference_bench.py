@@ -1,15 +1,14 @@
 """Inference benchmark: seconds per ticker to predict the whole universe at every horizon.
 
-Trains every registered family at a small size on a synthetic panel (`--tickers` x
-`--days`, `--features` features, horizons 1, 5 and 20; training is not timed), fits the
-stacking ensemble on the first half of the validation window (out of fold: the members never
-trained on it) and split-conformal calibration on the second half. Then times, for the
-latest date and the whole universe, the prediction step the `predictions` asset runs:
+Runs the served procedure at a small size on a synthetic panel (`--tickers` x `--days`,
+`--features` features, horizons 1, 5 and 20; not timed): the replay of every registered
+family over a short time plan, the members trained on the serving window, and the serving
+ensemble (stacking and conformal calibration from the replay's history). Then times, for
+the latest date and the whole universe, the steps the `predictions` asset runs:
 
-    predict     every family's predict(), `--mc-samples` Monte Carlo dropout passes of every
-                PyTorch family, both ensembles with contributions, and the interval scale
-                (member dispersion with MC variance, recent volatility): forecast.py
-    table       conformal intervals, confidence, schema conform
+    predict     `serve`: every family's predict(), `--mc-samples` Monte Carlo dropout passes
+                of every PyTorch family, the stacked ensemble, the interval scale (member
+                dispersion, recent volatility), conformal intervals, confidence, schema
     signals     signals and a ranking per horizon
 
     python benchmarks/inference_bench.py results.json [--tickers 100 --days 500]
@@ -32,13 +31,16 @@ import pandas as pd
 import torch
 from training_bench import HORIZONS, demo_frames
 
+from finpipe.core.keys import STACKED_ENSEMBLE
+from finpipe.core.time_plan import PlanSettings, build_time_plan
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.forecasting.predictions import predictions_table
+from finpipe.evaluation.walk_forward import run_replay
 from finpipe.forecasting.signals import rank_universe, signal_table
-from finpipe.forecasting.system import ForecastSystem, fit_forecast_system
+from finpipe.forecasting.system import EnsembleFit, fit_ensemble, fold_windows, known_history, serve
 from finpipe.forecasting.uncertainty import recent_volatility
-from finpipe.models import Forecaster, PanelData, create_model, list_models, time_split
-from finpipe.models.sequence import SequenceForecaster
+from finpipe.models import Forecaster, PanelData, list_models
+from finpipe.models.registry import is_pytorch_family
+from finpipe.models.trainer import train_family, window_views
 
 SMALL_TORCH = {
     "hidden_size": 16,
@@ -55,29 +57,37 @@ SMALL = {
     "hist_gbm": {"max_iter": 50},
 }
 LEVEL = 0.8
-KEY = ["date", "ticker", "horizon"]
+PLAN = PlanSettings(
+    horizons=(1, 5, 20),
+    retrain_every=60,
+    valid_days=40,
+    stack_days=60,
+    calibration_days=60,
+    min_train_days=100,
+)
 
 
-def small_model(name: str) -> Forecaster:
-    """A family at benchmark size (tiny networks, one epoch; small forests)."""
-    model = create_model(name)
-    extra = SMALL_TORCH if isinstance(model, SequenceForecaster) else {}
-    return create_model(name, **{**extra, **SMALL.get(name, {})})
+def small_params(name: str) -> dict[str, Any]:
+    """A family's parameters at benchmark size (tiny networks, one epoch; small forests)."""
+    extra = SMALL_TORCH if is_pytorch_family(name) else {}
+    return {**extra, **SMALL.get(name, {})}
 
 
 def predict_step(
-    system: ForecastSystem, latest: PanelData
+    models: dict[str, Forecaster],
+    fit: EnsembleFit,
+    latest: PanelData,
+    vol: pd.DataFrame,
+    mc_samples: int,
+    trained_through: pd.Timestamp,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """One timed run of the prediction step; (seconds per stage, predictions table)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    points, _contributions, scale = system.point_predictions(latest)
+    versions = dict.fromkeys([*models, STACKED_ENSEMBLE], "bench")
+    through = dict.fromkeys(models, trained_through)
+    table = serve(models, {}, latest, vol, fit, LEVEL, versions, through, mc_samples)
     seconds["predict"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    versions = {name: "bench" for name in points["model"].unique()}
-    table = predictions_table(points, scale, system.conformal, LEVEL, versions)
-    seconds["table"] = time.perf_counter() - started
 
     started = time.perf_counter()
     signal_table(table)
@@ -108,27 +118,31 @@ def main() -> None:
     )
     vol = recent_volatility(synthetic_panel(cfg))
     panel = PanelData.from_frames(features, labels)
-    rest, _ = time_split(panel, valid_fraction=0.05)
-    train, valid = time_split(rest, valid_fraction=0.3)
-    models = {name: small_model(name).fit(train) for name in list_models()}
-    dates = valid.sample_dates()
-    middle = len(dates) // 2
-    stack_view, calibration = valid.select(end=dates[middle - 1]), valid.select(dates[middle])
-    system = fit_forecast_system(
-        models, train, stack_view, calibration, vol, (LEVEL,), args.mc_samples
+    plan = build_time_plan(panel.dates, PLAN, panel.dates[len(panel.dates) // 2])
+    families = {name: small_params(name) for name in list_models()}
+    rows, _ = run_replay(panel, plan, families, labels, vol)
+    train, valid = window_views(panel, plan.serving)
+    models = {name: train_family(name, train, valid, p).model for name, p in families.items()}
+    fit = fit_ensemble(
+        known_history(rows, labels, plan.serving),
+        plan.serving,
+        sorted(families),
+        fold_windows(plan.folds),
+        (LEVEL,),
     )
     setup_s = time.perf_counter() - started
-    latest = PanelData.from_frames(features).select(start=panel.dates[-1])
+    latest = panel.select(panel.dates[-1], panel.dates[-1])
+    step = (models, fit, latest, vol, args.mc_samples, plan.serving.trained_through)
 
-    runs = [predict_step(system, latest)[0] for _ in range(args.repeats)]
+    runs = [predict_step(*step)[0] for _ in range(args.repeats)]
     stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     per_ticker = stages["total"] / args.tickers
-    _, table = predict_step(system, latest)
+    _, table = predict_step(*step)
 
     print(
         f"{args.tickers} tickers x {len(HORIZONS)} horizons x {table['model'].nunique()} models "
         f"({len(table)} rows); {args.mc_samples} MC samples; threads {args.threads}; "
-        f"setup (data, training, stacking, calibration) {setup_s:.1f}s"
+        f"setup (data, replay, training, ensemble) {setup_s:.1f}s"
     )
     print(f"{'stage':12s} {'seconds':>9s}")
     for stage, value in stages.items():

@@ -8,10 +8,12 @@ import dagster as dg
 from finpipe.defs.assets.evaluation import EVALUATION_ASSETS
 from finpipe.defs.assets.features import FEATURE_ASSETS
 from finpipe.defs.assets.ingest import INGEST_ASSETS
-from finpipe.defs.assets.models import MODEL_ASSETS, tuned_params_table
+from finpipe.defs.assets.models import MODEL_ASSETS, serving_ensemble, tuned_params_table
 from finpipe.defs.assets.monitoring import MONITORING_ASSETS
 from finpipe.defs.assets.predictions import PREDICTION_ASSETS
+from finpipe.defs.checks.evaluation import EVALUATION_CHECKS
 from finpipe.defs.checks.features import FEATURE_CHECKS
+from finpipe.defs.checks.predictions import PREDICTION_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
 from finpipe.defs.jobs import JOBS
 from finpipe.defs.resources import (
@@ -20,6 +22,7 @@ from finpipe.defs.resources import (
     FredCredentials,
     MarketDataResource,
     MonitoringSettings,
+    RegistryResource,
     ResearchSettings,
     StorageResource,
     TrainingSettings,
@@ -32,12 +35,13 @@ ASSETS = [
     *INGEST_ASSETS,
     *FEATURE_ASSETS,
     *MODEL_ASSETS,
+    serving_ensemble,
     tuned_params_table,
     *MONITORING_ASSETS,
     *PREDICTION_ASSETS,
     *EVALUATION_ASSETS,
 ]
-CHECKS = [*INGEST_CHECKS, *FEATURE_CHECKS]
+CHECKS = [*INGEST_CHECKS, *FEATURE_CHECKS, *PREDICTION_CHECKS, *EVALUATION_CHECKS]
 
 
 def fred_credentials() -> FredCredentials:
@@ -81,6 +85,7 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
         "forecasting": ForecastSettings(),
         "evaluation": EvaluationSettings(),
         "monitoring": MonitoringSettings(),
+        "registry": RegistryResource(),
     }
     return dg.Definitions(
         assets=ASSETS,

@@ -26,7 +26,7 @@ ALLOWED = {
     "forecasting": {"core", "models"},
     "portfolio": {"core"},
     "evaluation": {"core", "models", "forecasting", "portfolio"},
-    "monitoring": {"core"},
+    "monitoring": {"core", "models"},
 }
 
 # Modules whose import may bring in torch: the networks, their training loop and windows.

@@ -1,171 +1,257 @@
-"""The features, models and tuning assets run end to end through Dagster on synthetic data."""
+"""Serving through Dagster on a synthetic panel: the time plan, models trained through the
+newest known labels and registered in MLflow, the replay, the served predictions and their
+checks; new trading days arriving (daily refresh, retrain, rollback); the leak gate."""
 
 import json
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.core.contracts import PREDICTIONS
 from finpipe.core.storage import ParquetStore
 from finpipe.definitions import build_defs
+from finpipe.defs.demo import record_history
 from finpipe.defs.resources import (
     EvaluationSettings,
     ForecastSettings,
     MarketDataResource,
+    RegistryResource,
     ResearchSettings,
     StorageResource,
     TrainingSettings,
 )
-from finpipe.models import load_model
 from finpipe.models.registry import list_models
+from finpipe.models.versions import CHAMPION, load_version
 
-TINY_TORCH = {"hidden_size": 8, "max_epochs": 2, "samples_per_epoch": 1024, "valid_samples": 512}
+FAMILIES = ["ridge", "hist_gbm", "lstm"]
 TINY = {
-    **{f: TINY_TORCH for f in ("lstm", "gru", "transformer", "cnn_lstm")},
-    "tft": {**TINY_TORCH, "hidden_size": 8},
-    "random_forest": {"n_estimators": 5},
+    "lstm": {"hidden_size": 8, "max_epochs": 2, "samples_per_epoch": 1024, "valid_samples": 512},
     "hist_gbm": {"max_iter": 10},
 }
+RESEARCH = ResearchSettings(
+    feature_families=["alpha158_close", "momentum"],
+    research_fraction=0.5,
+    retrain_every=100,
+    valid_days=60,
+    stack_days=100,
+    calibration_days=80,
+    min_train_days=150,
+)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    defs = build_defs(
-        {
-            "market_data": MarketDataResource(
-                source="synthetic",
-                synthetic_n_tickers=8,
-                synthetic_n_days=500,
-                synthetic_signal_strength=0.1,
-            ),
-            "storage": StorageResource(root=str(root)),
-            "research": ResearchSettings(
-                feature_families=["alpha158", "momentum"], train_fraction=0.7
-            ),
-            "training": TrainingSettings(
-                params_json=json.dumps(TINY), tune_families=["ridge"], tune_trials=3
-            ),
-            "forecasting": ForecastSettings(calibration_days=60, coverage_every=1, mc_samples=3),
-            "evaluation": EvaluationSettings(
-                families=["ridge"], retrain_every=50, n_boot=100, portfolio_horizon=1
-            ),
-        }
-    )
-    features = defs.resolve_job_def("refresh_features").execute_in_process(raise_on_error=False)
-    train = defs.resolve_job_def("train").execute_in_process(raise_on_error=False)
-    return defs, root, features, train
+def definitions(root, n_days: int, **overrides) -> dg.Definitions:
+    resources = {
+        "market_data": MarketDataResource(
+            source="synthetic",
+            synthetic_n_tickers=8,
+            synthetic_n_days=n_days,
+            synthetic_signal_strength=0.1,
+        ),
+        "storage": StorageResource(root=str(root)),
+        "research": RESEARCH,
+        "training": TrainingSettings(
+            families=FAMILIES, params_json=json.dumps(TINY), tune_families=["ridge"], tune_trials=3
+        ),
+        "forecasting": ForecastSettings(),
+        "evaluation": EvaluationSettings(n_boot=100, portfolio_horizon=1),
+        "registry": RegistryResource(),
+    }
+    return build_defs({**resources, **overrides})
 
 
 def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node(key)[-1].metadata.items()}
 
 
-def test_features_asset_records_families_and_passes_checks(trained):
-    _, _, features, _ = trained
-    assert features.success
-    meta = metadata(features, "features")
-    assert "alpha158_close" in meta["families_computed"] and meta["feature_count"] > 50
-    assert set(meta["nan_share_by_family"]) == set(meta["families_computed"])
-    checks = {c.check_name: c.passed for c in features.get_asset_check_evaluations()}
-    assert checks["no_infinities"] and checks["no_all_nan_feature"]
+def run(defs: dg.Definitions, job: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+    failed = [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert result.success, failed
+    return result
 
 
-def test_every_family_trains_through_its_asset_and_reloads(trained):
-    _, root, _, train = trained
-    assert train.success
-    store = ParquetStore(str(root))
+@pytest.fixture(scope="module")
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, instance):
+    root = tmp_path_factory.mktemp("data")
+    defs = definitions(root, 700)
+    full = run(defs, "full", instance)
+    history = record_history(full, defs, instance)
+    assert history is not None and history.success
+    return {"root": root, "defs": defs, "full": full}
+
+
+def registry_of(served: dict):
+    return RegistryResource().registry(StorageResource(root=str(served["root"])))
+
+
+def test_plan_features_and_checks(served):
+    full = served["full"]
+    plan = metadata(full, "time_plan")
+    assert plan["folds"] >= 3 and plan["research_end"].endswith(
+        "(50% of the history, recorded now)"
+    )
+    features = metadata(full, "features")
+    assert "alpha158_close" in features["families_computed"] and features["feature_count"] > 50
+    assert "dagster/column_schema" in features
+    checks = {c.check_name: c.passed for c in full.get_asset_check_evaluations()}
+    expected = {"no_infinities", "plausible_skill", "newest_date", "model_age", "ensemble_complete"}
+    assert expected <= set(checks) and all(checks.values()), checks
+
+
+def test_every_served_family_is_a_registered_champion(served):
+    full, registry = served["full"], registry_of(served)
     for family in list_models():
-        meta = metadata(train, f"model_{family}")
-        assert {"valid_loss", "rank_ic_h1", "directional_accuracy_h20", "device"} <= set(meta)
-        assert meta["device"] == "cpu"
-        local = root / "reload" / family
-        assert store.get_folder(local, "models", family)
-        assert load_model(local).horizons == (1, 5, 20)
-    lstm = metadata(train, "model_lstm")
-    assert lstm["parameter_count"] > 0 and lstm["epochs"] >= 1 and lstm["samples_per_second"] > 0
-    assert lstm["training_curve"].startswith("![training curve](data:image/png;base64,")
+        meta = metadata(full, f"model_{family}")
+        if family not in FAMILIES:
+            assert meta["served"] is False and "not in training.families" in meta["reason"]
+            continue
+        assert meta["role"] == CHAMPION and meta["model_version"] == f"models:/finpipe-{family}/1"
+        assert meta["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
+        version = registry.by_alias(family, CHAMPION)
+        assert version.uri == meta["model_version"]
+        assert load_version(registry, version).horizons == (1, 5, 20)
+        run = registry.client.get_run(version.run_id)
+        assert "rank_ic_h1" in run.data.metrics and version.tags["code_version"]
+    lstm = metadata(full, "model_lstm")
+    assert lstm["parameter_count"] > 0 and lstm["training_curve"].startswith("![training curve]")
+    names = {m.name for m in registry.client.search_registered_models()}
+    assert names == {f"finpipe-{f}" for f in FAMILIES} | {"finpipe-ensemble"}
 
 
-def test_tuning_stores_best_params_that_models_then_use(trained):
-    defs, root, _, _ = trained
-    tuned = defs.resolve_job_def("tune").execute_in_process()
+def test_served_predictions_are_current_and_open_in_the_registry(served):
+    root, registry = served["root"], registry_of(served)
+    latest = pd.read_parquet(root / "predictions" / "latest.parquet")
+    assert {c: str(t) for c, t in latest.dtypes.items()} == PREDICTIONS.required
+    assert set(latest["model"]) == {"ensemble", *FAMILIES}
+    assert latest.groupby(["model", "horizon"]).size().eq(8).all()
+    prices = pd.concat(pd.read_parquet(p) for p in (root / "raw" / "prices").glob("*.parquet"))
+    calendar = pd.DatetimeIndex(sorted(prices["date"].unique()))
+    date = latest["date"].iloc[0]
+    assert date == calendar[-1]
+    # trained_through: within the longest horizon (20) plus the embargo (5) of the date.
+    age = calendar.get_loc(date) - calendar.get_loc(latest["trained_through"].min())
+    assert 0 < age <= 20 + 5 + 2
+    for uri in latest["model_version"].unique():
+        version = registry.version(uri)
+        assert version.tags["as_of"] == str(date.date())
+    history = pd.read_parquet(root / "predictions" / "history")
+    assert len(history) == len(latest) and history["date"].nunique() == 1
+
+
+def test_replay_fans_out_folds_and_the_report_states_the_schedule(served):
+    root, full = served["root"], served["full"]
+    folds = [
+        e.step_key
+        for e in full.all_events
+        if e.event_type_value == "STEP_SUCCESS" and "run_replay_fold[" in (e.step_key or "")
+    ]
+    assert len(folds) == metadata(full, "time_plan")["folds"]
+    replay = pd.read_parquet(root / "evaluation" / "replay.parquet")
+    assert set(replay["model"]) == {"ensemble", *FAMILIES}
+    html = (root / "reports" / "backtest" / "report.html").read_text()
+    assert "Replayed procedure" in html and "retrained every 100 trading dates" in html
+    assert "Interval coverage by year" in html and "momentum_12_1" in html
+    assert metadata(full, "walk_forward_predictions")["folds_reused"] == []
+    again = run(served["defs"], "evaluate", dg.DagsterInstance.ephemeral())
+    reused = metadata(again, "walk_forward_predictions")["folds_reused"]
+    assert len(reused) == len(folds)
+
+
+def test_new_days_daily_refresh_retrain_and_rollback(tmp_path, instance):
+    first = definitions(tmp_path, 620)
+    run(first, "full", instance)
+    store = ParquetStore(str(tmp_path))
+    old_features = store.read("features", "features")
+    registry = RegistryResource().registry(StorageResource(root=str(tmp_path)))
+    before = {f: registry.by_alias(f, CHAMPION) for f in FAMILIES}
+
+    # No comparison window is long enough to keep a challenger: every retrain is promoted
+    # (the champion/challenger rule has its own tests).
+    later = definitions(tmp_path, 640, forecasting=ForecastSettings(promotion_min_dates=10_000))
+    refresh = run(later, "daily_refresh", instance)
+    newest = metadata(refresh, "predictions")["date"]
+    prices = store.read_all("raw", "prices")
+    assert newest == str(prices["date"].max().date())
+    new_features = store.read("features", "features")
+    merged = old_features.merge(new_features, on=["date", "ticker"], suffixes=("", "_new"))
+    assert len(merged) == len(old_features)
+    columns = [c for c in old_features.columns if c not in ("date", "ticker")]
+    for column in columns:
+        np.testing.assert_array_equal(merged[column], merged[f"{column}_new"], err_msg=column)
+    latest = store.read("predictions", "latest")
+    assert set(latest["model_version"]) <= {v.uri for v in before.values()} | {
+        registry.by_alias("ensemble", CHAMPION).uri
+    }
+
+    retrain = run(later, "retrain", instance)
+    for family in FAMILIES:
+        meta = metadata(retrain, f"model_{family}")
+        new = registry.version(meta["model_version"])
+        assert int(new.version) == int(before[family].version) + 1
+        assert new.date("trained_through") > before[family].date("trained_through")
+        assert load_version(registry, before[family]).horizons == (1, 5, 20)
+    served_now = store.read("predictions", "latest")
+    assert served_now["trained_through"].min() > latest["trained_through"].min()
+
+    registry.set_alias("ridge", CHAMPION, before["ridge"].version)
+    rolled = run(later, "predict", instance)
+    versions = metadata(rolled, "predictions")["model_versions"]
+    assert versions["ridge"] == before["ridge"].uri
+
+
+def test_leak_gate_fails_the_replay_on_a_feature_that_reads_the_label(tmp_path, instance):
+    defs = definitions(tmp_path, 620)
+    run(defs, "refresh_features", instance)
+    store = ParquetStore(str(tmp_path))
+    features = store.read("features", "features")
+    prices = store.read_all("raw", "prices")
+    close = prices.pivot(index="date", columns="ticker", values="adj_close")
+    # The 1-day label: with an execution lag of 1, the close-to-close return from t+1 to t+2.
+    leak = np.log(close.shift(-2) / close.shift(-1)).stack().rename("leak").reset_index()
+    store.write(features.merge(leak, on=["date", "ticker"], how="left"), "features", "features")
+    panel = defs.resolve_job_def("refresh_features").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("model_panel")]
+    )
+    assert panel.success
+    result = defs.resolve_job_def("evaluate").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    gate = next(
+        c for c in result.get_asset_check_evaluations() if c.check_name == "plausible_skill"
+    )
+    assert not gate.passed
+    assert "leak gate" in gate.description and "rank IC" in gate.description
+    skipped = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
+    assert "backtest_report" in skipped or not result.asset_materializations_for_node(
+        "backtest_report"
+    )
+
+
+def test_tuned_parameters_yield_to_explicit_config(served, instance):
+    defs = served["defs"]
+    tuned = run(defs, "tune", instance)
     best = metadata(tuned, "tuned_params_table")["best_params"]["ridge"]
-    assert "alpha" in best
-    assert (root / "optuna" / "studies.db").exists()
+    assert (
+        "alpha" in best and "research period" in metadata(tuned, "tuned_params_table")["tuned_on"]
+    )
     again = defs.resolve_job_def("train").execute_in_process(
-        asset_selection=[dg.AssetKey("model_ridge")]
+        instance=instance, asset_selection=[dg.AssetKey("model_ridge")]
     )
     assert metadata(again, "model_ridge")["params"]["alpha"] == best["alpha"]
-
-
-def test_predictions_match_the_schema_and_history_keeps_one_copy_per_date(trained):
-    defs, root, _, _ = trained
-    first = defs.resolve_job_def("predict").execute_in_process()
-    second = defs.resolve_job_def("predict").execute_in_process()
-    assert first.success and second.success
-    latest = pd.read_parquet(root / "predictions" / "latest.parquet")
-    assert latest.dtypes.astype(str).to_dict() == {
-        "date": "datetime64[ns]",
-        "ticker": "str",
-        "horizon": "int64",
-        "model": "str",
-        "prediction": "float64",
-        "lower": "float64",
-        "upper": "float64",
-        "interval_level": "float64",
-        "confidence": "float64",
-        "model_version": "str",
-    }
-    assert {"ensemble", "ensemble_weighted", *list_models()} == set(latest["model"])
-    assert latest.groupby(["model", "horizon"]).size().eq(8).all()
-    assert (
-        (latest["lower"] <= latest["prediction"]) & (latest["prediction"] <= latest["upper"])
-    ).all()
-    history = pd.read_parquet(root / "predictions" / "history")
-    assert history["date"].nunique() == 1
-    assert len(history) == len(latest)
-    meta = metadata(second, "predictions")
-    assert "picp" in meta["coverage_ensemble"] and meta["coverage_worst_error"] < 0.5
-
-
-def test_evaluation_fans_out_folds_and_writes_the_report(trained):
-    defs, root, _, _ = trained
-    result = defs.resolve_job_def("evaluate").execute_in_process()
-    assert result.success
-    fold_steps = [
-        e.step_key
-        for e in result.all_events
-        if e.event_type_value == "STEP_SUCCESS" and "run_walk_forward_fold[" in (e.step_key or "")
-    ]
-    assert len(fold_steps) == 3  # 150 test dates after train_end, retrained every 50
-    oos = pd.read_parquet(root / "evaluation" / "walk_forward_predictions.parquet")
-    assert {"ridge", "ensemble"} == set(oos["model"])
-    report = root / "reports" / "backtest"
-    html = (report / "report.html").read_text()
-    assert "data:image/png;base64," in html and "momentum_12_1" in html
-    meta = metadata(result, "backtest_report")
-    assert "Portfolio performance" in meta["summary"] and "data:image/png" in meta["summary"]
-    metrics = json.loads((report / "metrics.json").read_text())
-    assert {"performance", "forecast", "by_regime"} <= set(metrics)
-
-
-def test_drift_report_detects_planted_drift(trained):
-    defs, root, _, _ = trained
-    store = ParquetStore(str(root))
-    original = store.read("features", "features")
-    job = defs.resolve_job_def("daily_refresh")
-    calm = job.execute_in_process(asset_selection=[dg.AssetKey("drift_report")])
-    calm_share = metadata(calm, "drift_report")["drifted_share"]
-    recent = original["date"] >= original["date"].drop_duplicates().nlargest(63).min()
-    columns = [c for c in original.columns if c not in ("date", "ticker")]
-    planted = original.copy()
-    planted.loc[recent, columns] = planted.loc[recent, columns] * 3 + 10
-    store.write(planted, "features", "features")
-    try:
-        drifted = job.execute_in_process(asset_selection=[dg.AssetKey("drift_report")])
-    finally:
-        store.write(original, "features", "features")
-    meta = metadata(drifted, "drift_report")
-    assert meta["drift_detected"] is True and meta["drifted_share"] > max(0.9, calm_share)
-    assert meta["episode"] == str(original["date"].max().date())
+    explicit = definitions(
+        served["root"],
+        700,
+        training=TrainingSettings(families=FAMILIES, params_json='{"ridge": {"alpha": 123.0}}'),
+    )
+    pinned = explicit.resolve_job_def("train").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("model_ridge")]
+    )
+    assert metadata(pinned, "model_ridge")["params"]["alpha"] == 123.0

@@ -1,7 +1,7 @@
-"""Ensemble: floored validation weights, weights updated from realised performance, combine
-with contributions, a stacking meta-model that accepts only out-of-fold predictions, and on
-a planted-signal panel an ensemble whose validation loss is no worse than its members' mean
-and whose conformal intervals hold their level out of sample."""
+"""Ensemble: combine with contributions, a stacking meta-model that accepts only out-of-fold
+predictions and falls back to equal weights (and says so) at a horizon where no member
+helps, and on a planted-signal panel a stacked ensemble whose validation loss is no worse
+than its members' mean and whose conformal intervals hold their level out of sample."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
+from scipy.optimize import nnls
 
-from finpipe.core.contracts import PREDICTIONS, schema_violations
+from finpipe.core.contracts import PREDICTIONS, REPLAY, schema_violations
 from finpipe.core.keys import ROW_KEY
 from finpipe.core.metrics import interval_coverage, mse
+from finpipe.core.time_plan import FitWindow
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.forecasting.ensemble import (
     FOLD_COLUMNS,
@@ -24,13 +24,10 @@ from finpipe.forecasting.ensemble import (
     OOF_COLUMNS,
     InSampleError,
     StackingEnsemble,
-    apply_floor,
     check_out_of_fold,
     combine,
-    updated_weights,
-    validation_weights,
 )
-from finpipe.forecasting.predictions import predictions_table
+from finpipe.forecasting.system import EnsembleFit, fit_ensemble, forecast_rows
 from finpipe.forecasting.uncertainty import SplitConformal, interval_scale, recent_volatility
 from finpipe.models import Forecaster, PanelData, create_model, time_split
 from finpipe.models.panel_data import NO_LABEL_END
@@ -39,87 +36,6 @@ from finpipe_tests.synthetic_model_data import model_frames
 torch.set_num_threads(1)
 
 KEY = list(ROW_KEY)
-
-
-# -- weights -------------------------------------------------------------------------------
-
-
-def test_apply_floor_by_hand() -> None:
-    weights = apply_floor({"a": 0.75, "b": 0.25, "c": 0.0}, floor=0.1)
-    assert weights == pytest.approx({"a": 0.675, "b": 0.225, "c": 0.1})
-    assert apply_floor(weights, floor=0.1) == pytest.approx(weights)  # idempotent
-    assert apply_floor({"a": -1.0, "b": float("nan")}, 0.0) == {"a": 0.5, "b": 0.5}
-    with pytest.raises(ValueError, match="floor"):
-        apply_floor({"a": 1.0, "b": 1.0, "c": 1.0}, floor=0.4)
-
-
-@given(
-    st.lists(st.floats(0.0, 10.0, allow_nan=False), min_size=1, max_size=8),
-    st.floats(0.0, 1.0),
-)
-def test_apply_floor_properties(shares: list[float], fraction: float) -> None:
-    floor = fraction / len(shares)
-    names = [f"m{i}" for i in range(len(shares))]
-    weights = apply_floor(dict(zip(names, shares, strict=True)), floor)
-    values = np.array(list(weights.values()))
-    assert values.sum() == pytest.approx(1.0)
-    assert (values >= floor - 1e-12).all()
-    order = np.argsort(shares, kind="stable")
-    assert (np.diff(values[order]) >= -1e-12).all()  # ranking preserved
-
-
-def test_validation_weights_by_hand() -> None:
-    metrics = {
-        "a": {"rank_ic_h1": 0.06, "rank_ic_h5": 0.06, "mse_h1": 1.0, "mse_h5": 4.0},
-        "b": {"rank_ic_h1": 0.02, "rank_ic_h5": 0.02, "mse_h1": 2.0, "mse_h5": 8.0},
-        "c": {"rank_ic_h1": -0.01, "rank_ic_h5": -0.03, "mse_h1": 1.0, "mse_h5": 4.0},
-    }
-    assert validation_weights(metrics, "rank_ic", floor=0.1) == pytest.approx(
-        {"a": 0.675, "b": 0.225, "c": 0.1}
-    )
-    # inverse MSE: per horizon 1 : 0.5 : 1, the same at h5 (MSE scale differs, shares not).
-    assert validation_weights(metrics, "inverse_loss", floor=0.0) == pytest.approx(
-        {"a": 0.4, "b": 0.2, "c": 0.4}
-    )
-    assert validation_weights(metrics, "rank_ic", floor=0.0, horizons=[1]) == pytest.approx(
-        {"a": 0.75, "b": 0.25, "c": 0.0}
-    )
-    with pytest.raises(KeyError, match="rank_ic_h20"):
-        validation_weights(metrics, horizons=[20])
-
-
-def _realised(quality: dict[str, float], n_dates: int = 30, seed: int = 0) -> pd.DataFrame:
-    """History rows where each model's prediction = quality * realised + noise."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    dates = pd.bdate_range("2024-01-01", periods=n_dates)
-    realised = rng.standard_normal((n_dates, 40))
-    for model, q in quality.items():
-        prediction = q * realised + rng.standard_normal(realised.shape)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "date": np.repeat(dates.values, 40),
-                    "ticker": np.tile([f"T{i}" for i in range(40)], n_dates),
-                    "horizon": 1,
-                    "model": model,
-                    "prediction": prediction.ravel(),
-                    "realised_return": realised.ravel(),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def test_updated_weights_follow_recent_realised_performance() -> None:
-    prior = {"good": 1 / 3, "bad": 1 / 3, "unseen": 1 / 3}
-    realised = _realised({"good": 1.0, "bad": -1.0})
-    weights = updated_weights(prior, realised, halflife=10, prior_weight=0.5, floor=0.05)
-    assert weights["good"] > prior["good"] > weights["bad"] >= 0.05
-    assert weights["unseen"] == pytest.approx(1 / 3)  # no realised rows: keeps its share
-    assert sum(weights.values()) == pytest.approx(1.0)
-    assert updated_weights(prior, realised, prior_weight=1.0) == pytest.approx(prior)
-    assert updated_weights(prior, realised.iloc[:0]) == pytest.approx(prior)
 
 
 # -- combine -------------------------------------------------------------------------------
@@ -160,6 +76,100 @@ def test_combine_by_hand_with_contributions() -> None:
     assert (contributions["model"] == INTERCEPT).sum() == len(ensemble)
     with pytest.raises(KeyError, match="horizon 5"):
         combine(_members(), {1: {"a": 1.0}})
+
+
+def _window(
+    as_of: pd.Timestamp, history_start: pd.Timestamp, trained_through: pd.Timestamp
+) -> FitWindow:
+    """A hand-made fit window: stacks and calibrates on rows from `history_start`."""
+    return FitWindow(
+        name="fold_hand",
+        as_of=as_of,
+        label_cutoff=as_of,
+        train_start=pd.Timestamp("2000-01-03"),
+        fit_end=trained_through,
+        valid_start=trained_through,
+        valid_end=trained_through,
+        stack_start=history_start,
+        calibration_start=history_start,
+        trained_through=trained_through,
+        predict_start=as_of,
+        predict_end=None,
+    )
+
+
+def _ridge_reference(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Non-negative ridge without intercept on standardised columns, solved as the
+    non-negative least squares of the augmented system [X; sqrt(alpha n) I] w = [y; 0]."""
+    x_sd, y_sd = x.std(axis=0), y.std()
+    a = np.vstack([x / x_sd, np.sqrt(alpha * len(y)) * np.eye(x.shape[1])])
+    w, _ = nnls(a, np.concatenate([y / y_sd, np.zeros(x.shape[1])]))
+    return w * y_sd / x_sd
+
+
+def test_stacking_falls_back_to_equal_weights_where_no_member_helps() -> None:
+    # Horizon 1: both members track the target. Horizon 5: both are anti-correlated with
+    # it, so every non-negative ridge coefficient is zero and the stacker must fall back.
+    rng = np.random.default_rng(3)
+    dates = pd.bdate_range("2024-01-01", periods=80)
+    tickers = [f"T{i:02d}" for i in range(25)]
+    keys = pd.MultiIndex.from_product([dates, tickers], names=["date", "ticker"]).to_frame(
+        index=False
+    )
+    frames = []
+    for horizon, sign in ((1, 1.0), (5, -1.0)):
+        target = rng.normal(0.0, 0.01, len(keys))
+        for model, loading in (("a", 1.0), ("b", 0.5)):
+            noise = rng.normal(0.0, 0.01, len(keys))
+            frames.append(
+                keys.assign(
+                    horizon=horizon,
+                    model=model,
+                    prediction=sign * loading * target + noise,
+                    fold="f0",
+                    fwd_return=target,
+                )
+            )
+    oof = pd.concat(frames, ignore_index=True)[list(OOF_COLUMNS)]
+    trained_through = dates[0] - pd.Timedelta(days=10)
+    folds = pd.DataFrame(
+        {
+            "fold": ["f0"],
+            "train_start": [dates[0] - pd.Timedelta(days=400)],
+            "train_end": [trained_through],
+        }
+    )
+    stack = StackingEnsemble().fit(oof, folds)
+
+    wide = oof.pivot(index=[*KEY], columns="model", values="prediction")
+    target = oof.groupby(KEY)["fwd_return"].first().reindex(wide.index)
+    for horizon in (1, 5):
+        rows = wide.index.get_level_values("horizon") == horizon
+        reference = _ridge_reference(wide[rows].to_numpy(), target[rows].to_numpy(), stack.alpha)
+        if horizon == 1:
+            assert (reference > 0).all()
+            got = [stack.coefficients[1][m] for m in wide.columns]
+            np.testing.assert_allclose(got, reference, rtol=1e-3)
+        else:
+            assert (reference == 0).all()  # every ridge coefficient would be zero
+    assert list(stack.fallback) == [5] and "equal weights" in stack.fallback[5]
+    assert stack.coefficients[5] == pytest.approx({"a": 0.5, "b": 0.5})
+
+    members = oof[[*KEY, "model", "prediction"]]
+    ensemble, _ = stack.predict(members)
+    at_5 = ensemble[ensemble["horizon"] == 5].set_index(KEY)["prediction"].sort_index()
+    assert len(at_5) == len(keys)  # the ensemble keeps the horizon
+    mean = members[members["horizon"] == 5].groupby(KEY)["prediction"].mean().sort_index()
+    pd.testing.assert_series_equal(at_5, mean, check_names=False)
+    assert StackingEnsemble.from_dict(stack.to_dict()).fallback == stack.fallback
+
+    # The served fit says which horizon fell back.
+    known = oof.assign(scale=0.01)
+    fit = fit_ensemble(known, _window(dates[-1], dates[0], trained_through), ["a", "b"], folds)
+    assert fit.stack is not None and fit.stack.fallback == stack.fallback
+    assert [n for n in fit.notes if n.startswith("stacking")] == [
+        f"stacking h5: {stack.fallback[5]}"
+    ]
 
 
 # -- stacking on a planted-signal panel ----------------------------------------------------
@@ -295,15 +305,12 @@ def test_ensemble_validation_loss_no_worse_than_mean_member(planted: dict) -> No
     stack = StackingEnsemble().fit(planted["oof"], planted["folds"])
     assert all(c >= 0 for table in stack.coefficients.values() for c in table.values())
     stacked, contributions = stack.predict(planted["member_valid"])
-    metrics = {name: m.metrics for name, m in planted["fitted"].items()}
-    averaged, _ = combine(planted["member_valid"], validation_weights(metrics, floor=0.1))
     labels, members = planted["labels"], planted["member_valid"]
     for h in (1, 5, 20):
         member_loss = [
             _valid_mse(members[members["model"] == name], labels, h) for name in planted["fitted"]
         ]
         assert _valid_mse(stacked, labels, h) <= np.mean(member_loss), (h, member_loss)
-        assert _valid_mse(averaged, labels, h) <= np.mean(member_loss), (h, member_loss)
     summed = contributions.groupby(KEY)["contribution"].sum()
     np.testing.assert_allclose(summed.to_numpy(), stacked.set_index(KEY)["prediction"])
     again = StackingEnsemble.from_dict(stack.to_dict())
@@ -332,9 +339,23 @@ def test_pipeline_intervals_hold_their_level_out_of_sample(planted: dict) -> Non
         for (model, horizon), part in out.groupby(["model", "horizon"]):
             cover = interval_coverage(part["fwd_return"], part["lower"], part["upper"])
             assert abs(cover - level) < 0.03, (model, horizon, level, cover)
+    # The served rows of the newest date: members and the stacked ensemble with these
+    # intervals, versions and how current each model is.
+    stack = StackingEnsemble().fit(planted["oof"], planted["folds"])
+    latest = members[members["date"] == members["date"].max()]
+    ends = planted["rest"].label_end[planted["rest"].sample_mask]
+    trained_through = pd.Timestamp(ends[ends != NO_LABEL_END].max())
+    window = _window(latest["date"].iloc[0], cut, trained_through)
+    fit = EnsembleFit(window, ("random_forest", "ridge"), (0.8, 0.9), stack, conformal)
     versions = {"ridge": "r1", "random_forest": "f1", "ensemble": "e1"}
-    latest = point[point["date"] == point["date"].max()]
-    table = predictions_table(latest, scale, conformal, 0.8, versions)
-    assert schema_violations(table, PREDICTIONS) == []
+    through = dict.fromkeys(["ridge", "random_forest"], trained_through)
+    table = forecast_rows(latest, scale, fit, 0.8, versions, through, fold=window.name)
+    assert schema_violations(table, REPLAY) == []
+    assert schema_violations(table[list(PREDICTIONS.required)], PREDICTIONS) == []
     assert len(table) == N_TICKERS * 3 * 3
     assert table["confidence"].between(0, 1).all()
+    assert (table["trained_through"] == trained_through).all()
+    assert (table["trained_through"] < table["date"]).all()
+    served = table[table["model"] == "ensemble"].set_index(KEY)["prediction"].sort_index()
+    expected = stacked[stacked["date"] == latest["date"].iloc[0]].set_index(KEY)["prediction"]
+    pd.testing.assert_series_equal(served, expected.sort_index(), check_names=False)

@@ -1,6 +1,7 @@
-"""Leakage canary: the whole evaluation pipeline (feature engine, labels, purged walk-forward
-with retraining, ensemble, portfolio, metrics) scores like a coin on random walks and finds a
-planted signal.
+"""Leakage canary: the served procedure replayed over history (feature engine, labels, the
+time plan's purged and embargoed fits with retraining, stacked ensemble and conformal
+intervals from earlier folds, portfolio, metrics) scores like a coin on random walks and
+finds a planted signal.
 
 Zero strength: ensemble rank IC, directional accuracy (against the accuracy of a call
 independent of the outcome with the same up-shares) and the gross long-short Sharpe ratio
@@ -15,23 +16,32 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+from finpipe.core.time_plan import PlanSettings, build_time_plan
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.evaluation.backtest import BacktestConfig, BacktestResult, run_backtest
-from finpipe.evaluation.walk_forward import (
-    fold_views,
-    label_end_by_date,
-    run_walk_forward,
-    walk_forward_splits,
-)
+from finpipe.evaluation.walk_forward import ensemble_weights, run_replay
 from finpipe.features.config import FeatureConfig
 from finpipe.features.engine import build_features
 from finpipe.features.labels import forward_returns
-from finpipe.models.panel_data import PanelData
+from finpipe.forecasting.uncertainty import recent_volatility
+from finpipe.models.panel_data import NO_LABEL_END, PanelData
+from finpipe.models.trainer import window_views
 
-MODELS = {
-    "ridge": {"family": "ridge"},
-    "hist_gbm": {"family": "hist_gbm", "max_iter": 50, "max_train_samples": 20_000},
+FAMILIES = {
+    "ridge": {},
+    "hist_gbm": {"max_iter": 50, "max_train_samples": 20_000},
 }
+SETTINGS = PlanSettings(
+    horizons=(1, 5),
+    execution_lag=1,
+    embargo=5,
+    retrain_every=84,
+    valid_days=42,
+    stack_days=126,
+    calibration_days=84,
+    min_train_days=150,
+)
+RESEARCH_END = 299  # calendar position: the test period is the last 600 of 900 dates
 FEATURES = ["mom_21", "mom_63", "strev_1", "strev_5", "ma_gap_20", "ma_gap_50"]
 
 
@@ -41,22 +51,29 @@ def _pipeline(signal_strength: float, seed: int) -> BacktestResult:
     features = build_features(prices, config=FeatureConfig(families=("momentum",))).frame
     labels = forward_returns(prices, (1, 5), execution_lag=1)
     panel = PanelData.from_frames(features[["date", "ticker", *FEATURES]], labels)
-    folds = walk_forward_splits(
-        panel.dates, label_end_by_date(labels), retrain_every=84, min_train_days=250
-    )
-    assert len(folds) >= 6
-    for fold in folds:
-        train, _ = fold_views(fold, panel)
-        ends = train.label_end[train.sample_mask]
-        assert ends.max() < fold.test_start.value
+    plan = build_time_plan(panel.dates, SETTINGS, research_end=panel.dates[RESEARCH_END])
+    assert len(plan.folds) >= 6
+    label_end = labels.groupby("date")["label_end"].max()
+    for window in plan.folds:
+        # Purged: nothing a fit learns from has a label ending at or after its cutoff,
+        # read from the panel views it trains on and, independently, from the labels table.
+        for view in window_views(panel, window):
+            ends = view.label_end[view.sample_mask]
+            ends = ends[ends != NO_LABEL_END]
+            assert len(ends) and ends.max() < window.label_cutoff.value, window.name
+        trained = label_end[window.train_start : window.valid_end]
+        assert trained.max() < window.label_cutoff < window.as_of, window.name
     # One thread per library: boosting on 2 shared cores is several times faster this way.
     with threadpool_limits(1):
-        result = run_walk_forward(panel, MODELS, folds)
+        rows, fits = run_replay(panel, plan, FAMILIES, labels, recent_volatility(prices))
+    # The test period is scored on the whole served procedure: stacked and calibrated.
+    tested = [fit for fit in fits if fit.window.as_of >= plan.test_start]
+    assert tested and all(fit.stack is not None and fit.conformal is not None for fit in tested)
     return run_backtest(
-        result.predictions,
+        rows[rows["date"] >= plan.test_start],
         labels,
         prices,
-        weights=result.weights,
+        weights=ensemble_weights(fits),
         config=BacktestConfig(n_boot=100, kinds=("long_short",)),
     )
 

@@ -1,6 +1,8 @@
 """Predictions Parquet: the exact schema (dtypes included) read back with plain pandas and
-pyarrow, clear errors for bad frames, and a prediction history that is partitioned by date,
-idempotent per date, and fills realised returns once they are known."""
+pyarrow, clear errors for bad frames (a model trained after the date it predicts among
+them), served rows with hand-worked conformal intervals and confidence, and a prediction
+history that is partitioned by date, idempotent per date, and fills realised returns once
+they are known."""
 
 from __future__ import annotations
 
@@ -14,20 +16,22 @@ import pytest
 from finpipe.core.contracts import (
     PREDICTION_HISTORY,
     PREDICTIONS,
+    REPLAY,
     ContractError,
     conform,
     schema_violations,
 )
 from finpipe.core.storage import ParquetStore
+from finpipe.core.time_plan import FitWindow
 from finpipe.forecasting.predictions import (
     fill_realised,
     history_dates,
-    predictions_table,
     read_prediction_history,
     read_predictions,
     write_prediction_history,
     write_predictions,
 )
+from finpipe.forecasting.system import EnsembleFit, forecast_rows
 from finpipe.forecasting.uncertainty import SplitConformal
 
 TICKERS = ["AAA", "BBB", "CCC"]
@@ -51,6 +55,7 @@ def _predictions(date: str, shift: float = 0.0) -> pd.DataFrame:
             "interval_level": 0.8,
             "confidence": 0.1,
             "model_version": "v1",
+            "trained_through": pd.Timestamp(date) - pd.Timedelta(days=7),
         }
     )
 
@@ -79,6 +84,14 @@ def test_written_predictions_match_the_schema_exactly(tmp_path: Path) -> None:
         (lambda f: f.assign(horizon=1.5), "'horizon' is not int64"),
         (lambda f: f.assign(prediction=np.nan), "prediction must be finite"),
         (lambda f: f.assign(model_version=None), "missing model_version"),
+        (lambda f: f.assign(trained_through=pd.NaT), "missing trained_through"),
+        (lambda f: f.drop(columns="trained_through"), "missing columns \\['trained_through'\\]"),
+        (
+            lambda f: f.assign(
+                trained_through=pd.Timestamp(f["date"].iloc[0]) + pd.Timedelta(1, "D")
+            ),
+            "trained_through after the prediction date",
+        ),
         (lambda f: pd.concat([f, f.head(1)]), "1 duplicate"),
     ],
 )
@@ -95,28 +108,76 @@ def test_violations_report_wrong_dtypes() -> None:
     assert "columns are" in schema_violations(frame[frame.columns[::-1]], PREDICTIONS)[0]
 
 
-def test_predictions_table_from_conformal_intervals() -> None:
-    point = conform(_predictions("2024-01-02"), PREDICTIONS)[
-        ["date", "ticker", "horizon", "model", "prediction"]
-    ]
+def _fit(members: tuple[str, ...], conformal: SplitConformal | None) -> EnsembleFit:
+    """A hand-made ensemble fit: equal weights (no stacker) and the given intervals."""
+    day = pd.Timestamp("2024-01-02")
+    window = FitWindow(
+        name="fold_20240102",
+        as_of=day,
+        label_cutoff=day,
+        train_start=pd.Timestamp("2023-01-02"),
+        fit_end=pd.Timestamp("2023-11-30"),
+        valid_start=pd.Timestamp("2023-12-01"),
+        valid_end=pd.Timestamp("2023-12-20"),
+        stack_start=pd.Timestamp("2023-06-01"),
+        calibration_start=pd.Timestamp("2023-09-01"),
+        trained_through=pd.Timestamp("2023-12-29"),
+        predict_start=day,
+        predict_end=None,
+    )
+    return EnsembleFit(window, members, (0.8,), stack=None, conformal=conformal)
+
+
+def test_served_rows_from_conformal_intervals() -> None:
+    rows = conform(_predictions("2024-01-02"), PREDICTIONS)
+    point = rows[["date", "ticker", "horizon", "model", "prediction"]]
+    members = point[point["model"] != "ensemble"]
     scale = point[["date", "ticker", "horizon"]].drop_duplicates().assign(horizon_vol=0.02)
     scale["scale"] = 0.02
     versions = dict.fromkeys(MODELS, "v7")
+    through = {"lstm": pd.Timestamp("2023-12-22"), "ridge": pd.Timestamp("2023-12-29")}
     # Three calibration rows per (model, horizon) cannot support an 80% level:
     # ceil(4 * 0.8) = 4 > 3, so the interval is unbounded and the confidence 0.
     calibration = point.assign(fwd_return=point["prediction"] + 0.01, scale=0.02)
     conformal = SplitConformal(levels=(0.8,)).fit(calibration)
-    table = predictions_table(point, scale, conformal, 0.8, versions)
+    fit = _fit(("lstm", "ridge"), conformal)
+    table = forecast_rows(members, scale, fit, 0.8, versions, through, fold="fold_20240102")
     assert np.isinf(table[["lower", "upper"]]).all().all() and (table["confidence"] == 0).all()
+    # No calibration at all (the first fold): unbounded too, and said to be at 80%.
+    table = forecast_rows(
+        members, scale, _fit(("lstm", "ridge"), None), 0.8, versions, through, "f"
+    )
+    assert np.isinf(table[["lower", "upper"]]).all().all() and (table["confidence"] == 0).all()
+    assert (table["interval_level"] == 0.8).all()
     # Ten times as many rows, every score 0.5: q = 0.5, width 2 * 0.5 * 0.02.
     conformal = SplitConformal(levels=(0.8,)).fit(pd.concat([calibration] * 10))
-    table = predictions_table(point, scale, conformal, 0.8, versions)
-    assert schema_violations(table, PREDICTIONS) == []
+    fit = _fit(("lstm", "ridge"), conformal)
+    table = forecast_rows(members, scale, fit, 0.8, versions, through, fold="fold_20240102")
+    assert schema_violations(table, REPLAY) == []
+    assert schema_violations(table[list(PREDICTIONS.required)], PREDICTIONS) == []
+    assert sorted(table["model"].unique()) == MODELS and len(table) == len(point)
     np.testing.assert_allclose(table["upper"] - table["lower"], 0.02)
     expected = 1 / (1 + 0.02 / (2 * 1.2815515655446004 * 0.02))
     np.testing.assert_allclose(table["confidence"], expected)
-    with pytest.raises(ContractError, match="no model_version for models \\['ridge'\\]"):
-        predictions_table(point, scale, conformal, 0.8, {"ensemble": "v", "lstm": "v"})
+    # Equal weights without a stacker; the ensemble is as current as its oldest member.
+    ensemble = table[table["model"] == "ensemble"].set_index(["ticker", "horizon"])
+    mean = members.groupby(["ticker", "horizon"])["prediction"].mean()
+    np.testing.assert_allclose(ensemble["prediction"], mean.reindex(ensemble.index))
+    got = table.groupby("model")["trained_through"].unique().map(list).to_dict()
+    assert got == {
+        "ensemble": [pd.Timestamp("2023-12-22")],
+        "lstm": [pd.Timestamp("2023-12-22")],
+        "ridge": [pd.Timestamp("2023-12-29")],
+    }
+    assert (table["fold"] == "fold_20240102").all() and (table["model_version"] == "v7").all()
+    with pytest.raises(
+        ValueError, match="no model_version or trained_through for models \\['ridge'\\]"
+    ):
+        forecast_rows(members, scale, fit, 0.8, {"ensemble": "v", "lstm": "v"}, through, "f")
+    # A model trained through a date after the one it predicts is refused.
+    late = {**through, "ridge": pd.Timestamp("2024-01-03")}
+    with pytest.raises(ContractError, match="trained_through after the prediction date"):
+        forecast_rows(members, scale, fit, 0.8, versions, late, fold="fold_20240102")
 
 
 def _labels(date: str, label_end: str, value: float) -> pd.DataFrame:

@@ -1,9 +1,11 @@
-"""The backtest report renders: a self-contained HTML page embedding every PNG, a Markdown
-summary linking them, and the metric tables as Parquet and JSON."""
+"""The backtest report of a replayed serving procedure renders: a self-contained HTML page
+embedding every PNG, a Markdown summary linking them, the metric tables as Parquet and JSON,
+interval coverage by year and the replayed procedure with its folds."""
 
 from __future__ import annotations
 
 import base64
+import html
 import json
 import subprocess
 from html.parser import HTMLParser
@@ -14,20 +16,41 @@ import pandas as pd
 import pytest
 
 from finpipe.core.metrics import forecast_metrics
+from finpipe.core.time_plan import PlanSettings, TimePlan, build_time_plan
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
 from finpipe.evaluation.backtest import BacktestConfig, BacktestResult, run_backtest, with_baselines
 from finpipe.evaluation.reports import PLOTS, write_report
-from finpipe.evaluation.walk_forward import label_end_by_date, run_walk_forward, walk_forward_splits
+from finpipe.evaluation.walk_forward import (
+    ensemble_weights,
+    fold_summary,
+    procedure_text,
+    run_replay,
+)
 from finpipe.features.labels import forward_returns
+from finpipe.forecasting.uncertainty import recent_volatility
 from finpipe.models.panel_data import PanelData
 from finpipe_tests.headless_chromium import chromium_command
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+FAMILIES = {"ridge": {}, "elastic_net": {"alpha": 1e-4}}
+SETTINGS = PlanSettings(
+    horizons=(1, 5),
+    execution_lag=1,
+    embargo=2,
+    retrain_every=40,
+    valid_days=20,
+    stack_days=80,
+    calibration_days=40,
+    min_train_days=60,
+)
+
+
 @pytest.fixture(scope="module")
-def run() -> tuple[BacktestResult, pd.DataFrame]:
-    """The backtest of a small walk-forward run, and its predictions joined to labels."""
+def run() -> tuple[BacktestResult, pd.DataFrame, TimePlan]:
+    """The backtest of a small replay's test period, its predictions joined to labels, and
+    the time plan it replayed."""
     # 2019-2020: the test period spans the COVID crash, so the stress table has a row.
     cfg = SyntheticConfig(
         n_tickers=15, n_days=420, seed=2, start="2019-03-01", signal_strength=0.2, regimes=True
@@ -37,31 +60,24 @@ def run() -> tuple[BacktestResult, pd.DataFrame]:
     features = pd.DataFrame({"ret_5": (close / close.shift(5) - 1).stack()}).reset_index().dropna()
     labels = forward_returns(prices, (1, 5))
     panel = PanelData.from_frames(features, labels)
-    folds = walk_forward_splits(
-        panel.dates, label_end_by_date(labels), retrain_every=60, min_train_days=100
-    )
-    wf = run_walk_forward(
-        panel, {"ridge": {"family": "ridge"}, "ridge_l": {"family": "ridge", "alpha": 1e4}}, folds
-    )
-    predictions = wf.predictions
-    ensemble = predictions["model"] == "ensemble"
-    predictions.loc[ensemble, "lower"] = predictions.loc[ensemble, "prediction"] - 0.02
-    predictions.loc[ensemble, "upper"] = predictions.loc[ensemble, "prediction"] + 0.02
-    predictions.loc[ensemble, "interval_level"] = 0.8
-    predictions = with_baselines(predictions, prices)
+    plan = build_time_plan(panel.dates, SETTINGS, research_end=panel.dates[199])
+    rows, fits = run_replay(panel, plan, FAMILIES, labels, recent_volatility(prices))
+    predictions = with_baselines(rows[rows["date"] >= plan.test_start], prices)
     result = run_backtest(
         predictions,
         labels,
         prices,
         benchmark=synthetic_benchmark(cfg),
-        weights=wf.weights,
+        weights=ensemble_weights(fits),
         config=BacktestConfig(n_boot=100),
+        folds=fold_summary(fits),
+        procedure=procedure_text(plan, list(FAMILIES)),
     )
-    return result, predictions.merge(labels, on=["date", "ticker", "horizon"])
+    return result, predictions.merge(labels, on=["date", "ticker", "horizon"]), plan
 
 
 @pytest.fixture(scope="module")
-def result(run: tuple[BacktestResult, pd.DataFrame]) -> BacktestResult:
+def result(run: tuple[BacktestResult, pd.DataFrame, TimePlan]) -> BacktestResult:
     return run[0]
 
 
@@ -93,11 +109,20 @@ def test_report_renders_every_plot_and_table(result: BacktestResult, tmp_path: P
         embedded = base64.b64decode(source[len(prefix) :])
         assert embedded.startswith(PNG_SIGNATURE)
         assert embedded == (tmp_path / "report" / "plots" / f"{name}.png").read_bytes()
+    new_sections = ("Interval coverage by year", "Replayed procedure")
     for heading in ("Portfolio performance", "Forecast skill", "Sharpe by regime", "Stress"):
         assert heading in page
+    for heading in new_sections:
+        assert f"<h2>{heading}</h2>" in page
     assert "covid_2020" in page and "ensemble/long_short" in page
+    assert html.escape(result.procedure) in page
+    assert all(fold in page for fold in result.folds["fold"])
 
     summary = paths["markdown"].read_text()
+    for heading in new_sections:
+        assert f"## {heading}" in summary
+    assert result.procedure in summary
+    assert all(fold in summary for fold in result.folds["fold"])
     for name in PLOTS:
         assert f"(plots/{name}.png)" in summary
         assert (tmp_path / "report" / "plots" / f"{name}.png").stat().st_size > 5_000
@@ -111,13 +136,17 @@ def test_report_renders_every_plot_and_table(result: BacktestResult, tmp_path: P
         result.performance["strategy"]
     )
     assert machine["config"]["cost_bps"] == result.config.cost_bps
+    assert machine["procedure"] == result.procedure
+    assert len(machine["coverage_by_year"]) == len(result.coverage_by_year)
+    folds = pd.read_parquet(paths["table_replay_folds"])
+    assert list(folds["fold"]) == list(result.folds["fold"])
 
 
 def test_forecast_skill_agrees_with_forecast_metrics(
-    run: tuple[BacktestResult, pd.DataFrame],
+    run: tuple[BacktestResult, pd.DataFrame, TimePlan],
 ) -> None:
     # One metrics module: the backtest's skill table reproduces forecast_metrics.
-    result, labelled = run
+    result, labelled, _ = run
     reference = forecast_metrics(labelled[labelled["model"] == "ensemble"])
     mine = result.forecast[result.forecast["model"] == "ensemble"].set_index("horizon")
     for column in reference.columns.drop("mse"):
@@ -134,7 +163,21 @@ def test_backtest_tables_hold_what_the_report_shows(result: BacktestResult) -> N
     coverage = result.coverage.set_index("model").loc["ensemble"]
     assert set(coverage["interval_level"]) == {0.8}
     assert coverage["coverage"].between(0, 1).all()
-    assert set(result.weights["model"]) == {"ridge", "ridge_l"}
+    assert set(result.weights["model"]) == set(FAMILIES)
+
+
+def test_replayed_procedure_is_recorded(run: tuple[BacktestResult, pd.DataFrame, TimePlan]) -> None:
+    result, labelled, plan = run
+    # Every fit of the plan is in the folds table; the test period is the plan's.
+    assert list(result.folds["fold"]) == [w.name for w in plan.folds]
+    assert labelled["date"].min() == plan.test_start
+    assert str(plan.test_start.date()) in result.procedure
+    # The conformal intervals are real: bounded in the test period, each year covered.
+    ensemble = labelled[labelled["model"] == "ensemble"]
+    assert np.isfinite(ensemble[["lower", "upper"]]).all().all()
+    by_year = result.coverage_by_year.set_index("model").loc["ensemble"]
+    assert set(by_year["year"]) == {2019, 2020}
+    assert by_year["coverage"].between(0, 1).all() and (by_year["interval_level"] == 0.8).all()
 
 
 def test_report_screenshot_in_headless_chromium(result: BacktestResult, tmp_path: Path) -> None:

@@ -109,9 +109,10 @@ LABELS = Contract(
 def prediction_value_problems(frame: pd.DataFrame) -> list[str]:
     """Value rules of the predictions tables: keys present, finite predictions, ordered
     bounds (+-inf for an unbounded interval, never NaN), levels in (0, 1), confidence in
-    [0, 1], one row per date, ticker, horizon and model."""
+    [0, 1], models trained on nothing later than the date they predict, one row per date,
+    ticker, horizon and model."""
     problems = []
-    for col in ("date", "ticker", "model", "model_version", "horizon"):
+    for col in ("date", "ticker", "model", "model_version", "horizon", "trained_through"):
         if frame[col].isna().any():
             problems.append(f"{int(frame[col].isna().sum())} rows with a missing {col}")
     if not np.isfinite(frame["prediction"]).all():
@@ -126,6 +127,8 @@ def prediction_value_problems(frame: pd.DataFrame) -> list[str]:
     confidence = frame["confidence"]
     if not ((confidence >= 0) & (confidence <= 1)).all():
         problems.append("confidence must be in [0, 1]")
+    if (frame["trained_through"] > frame["date"]).any():
+        problems.append("trained_through after the prediction date (a model saw the future)")
     duplicated = frame.duplicated([*ROW_KEY, "model"])
     if duplicated.any():
         problems.append(f"{int(duplicated.sum())} duplicate (date, ticker, horizon, model) rows")
@@ -146,7 +149,19 @@ PREDICTIONS = Contract(
         "interval_level": FLOAT,
         "confidence": FLOAT,
         "model_version": STR,
+        "trained_through": DATE,
     },
+    optional={},
+    exact=True,
+    value_rules=prediction_value_problems,
+)
+
+# The walk-forward replay's rows: the predictions columns, the fold that made them and the
+# row's conformal scale (what later folds calibrate on).
+REPLAY = Contract(
+    name="replay",
+    key=PREDICTIONS.key,
+    required={**PREDICTIONS.required, "fold": STR, "horizon_vol": FLOAT, "scale": FLOAT},
     optional={},
     exact=True,
     value_rules=prediction_value_problems,

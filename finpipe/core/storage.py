@@ -6,8 +6,11 @@ Layout under `root`:
     raw/macro/<SERIES_ID>.parquet        raw/fundamentals/<TICKER>.parquet
     quarantine/<dataset>.parquet         (rows a quality rule rejected, with the rule)
     reference/universe.parquet           features/features.parquet, features/labels.parquet
-    models/<family>/                     (a saved Forecaster: weights, scalers, model.json)
+    plan/time_plan.json                  plan/research_end.json (the fixed research boundary)
+    panel/                               (the dense model panel: .npy arrays, panel.json)
+    mlflow/                              (the local MLflow store: mlflow.db, artifacts/)
     predictions/latest.parquet           predictions/history/date=YYYY-MM-DD.parquet
+    evaluation/folds/<fold>.parquet      evaluation/replay.parquet (the walk-forward replay)
 
 Every write goes to a temporary file beside its target and is then renamed over it, so a
 crash mid-write leaves the previous version intact: `atomic_write_bytes` for files and
@@ -18,11 +21,13 @@ checkpoints, reports), locally or through fsspec.
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -116,12 +121,12 @@ class ParquetStore:
     def __repr__(self) -> str:
         return f"ParquetStore({self.root!r})"
 
-    def path(self, *parts: str) -> str:
+    def path(self, *parts: str, suffix: str = ".parquet") -> str:
         """Filesystem path of a table, e.g. path("raw", "prices", "AAPL")."""
         for part in parts:
             if not part or "/" in part or part in {".", ".."}:
                 raise ValueError(f"invalid storage path component {part!r}")
-        return posixpath.join(self._base, *parts[:-1], parts[-1] + ".parquet")
+        return posixpath.join(self._base, *parts[:-1], parts[-1] + suffix)
 
     def raw_key(self, dataset: str, name: str) -> tuple[str, str, str]:
         """Key of a raw table; validates the ticker or series id that names the file."""
@@ -160,6 +165,19 @@ class ParquetStore:
     ) -> str:
         """Write a table atomically (temp file, then rename); returns its path."""
         return atomic_write_bytes(self.path(*parts), parquet_bytes(frame, metadata), self.fs)
+
+    def write_json(self, value: Any, *parts: str) -> str:
+        """Write a JSON document (e.g. the time plan) atomically; returns its path."""
+        data = json.dumps(value, indent=1, sort_keys=True).encode()
+        return atomic_write_bytes(self.path(*parts, suffix=".json"), data, self.fs)
+
+    def read_json(self, *parts: str) -> Any | None:
+        """A JSON document, or None when it has never been written."""
+        path = self.path(*parts, suffix=".json")
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as fh:
+            return json.loads(fh.read())
 
     def put_folder(self, local: str | os.PathLike[str], *parts: str) -> str:
         """Copy a local folder (e.g. a saved model) to `<root>/<parts>`, replacing what was

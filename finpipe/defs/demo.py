@@ -11,20 +11,39 @@ import time
 import dagster as dg
 
 from finpipe.definitions import build_defs, defs
+from finpipe.defs.jobs import history_job
 from finpipe.defs.resources import MarketDataResource, default_data_root
 
 
-def run_job(job_name: str, definitions: dg.Definitions = defs) -> dg.ExecuteInProcessResult:
+def run_job(
+    job_name: str,
+    definitions: dg.Definitions = defs,
+    instance: dg.DagsterInstance | None = None,
+    partition_key: str | None = None,
+) -> dg.ExecuteInProcessResult:
     """Execute a job on the persistent instance of DAGSTER_HOME (ephemeral when unset)."""
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
+    if instance is None:
+        instance = (
+            dg.DagsterInstance.get()
+            if os.environ.get("DAGSTER_HOME")
+            else dg.DagsterInstance.ephemeral()
+        )
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     return definitions.resolve_job_def(job_name).execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False
+        run_config=run_config, instance=instance, raise_on_error=False, partition_key=partition_key
     )
+
+
+def record_history(
+    result: dg.ExecuteInProcessResult, definitions: dg.Definitions, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult | None:
+    """What the `record_prediction_history` sensor does under the daemon: record the day the
+    run's predictions are for (None when the run made no predictions)."""
+    found = result.asset_materializations_for_node("predictions")
+    if not found:
+        return None
+    day = str(found[-1].metadata["date"].value)
+    return run_job(history_job.name, definitions, instance, partition_key=day)
 
 
 # The metadata worth a line in the terminal, where an asset has it.
@@ -39,7 +58,9 @@ SHOWN = (
     "wall_seconds",
     "date",
     "rows",
-    "coverage_worst_error",
+    "model_version",
+    "role",
+    "trained_through",
     "folds",
     "strategies",
 )
@@ -85,12 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '(unset: ephemeral)')}")
     print(f"  data root   ={default_data_root()}")
     started = time.perf_counter()
-    result = run_job(args.job, definitions)
+    instance = (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
+    result = run_job(args.job, definitions, instance)
+    history = record_history(result, definitions, instance) if result.success else None
+    success = result.success and (history is None or history.success)
     print(
-        f"finpipe demo: run {result.run_id} {'succeeded' if result.success else 'FAILED'}"
+        f"finpipe demo: run {result.run_id} {'succeeded' if success else 'FAILED'}"
         f" in {time.perf_counter() - started:.1f} s"
     )
     print("\n".join(summarise(result)))
+    if history is not None:
+        print("\n".join(summarise(history)))
     root = default_data_root()
     report = os.path.join(root, "reports", "backtest", "report.html")
     if os.path.exists(report):
@@ -99,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     home = os.environ.get("DAGSTER_HOME", "<a folder of yours>")
     print(f"Data is under {root}. Browse the runs in the UI with:")
     print(f"  DAGSTER_HOME={home} .venv/bin/dagster dev -m finpipe.definitions")
-    return 0 if result.success else 1
+    return 0 if success else 1
 
 
 if __name__ == "__main__":

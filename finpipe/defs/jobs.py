@@ -2,6 +2,10 @@
 
 import dagster as dg
 
+HISTORY = dg.AssetSelection.assets("prediction_history")
+PREDICTIONS = dg.AssetSelection.assets("predictions")
+REPLAY = dg.AssetSelection.assets("walk_forward_predictions")
+
 ingest_job = dg.define_asset_job(
     "ingest", selection=dg.AssetSelection.groups("ingest"), description="Refresh the raw data."
 )
@@ -9,49 +13,60 @@ ingest_job = dg.define_asset_job(
 features_job = dg.define_asset_job(
     "refresh_features",
     selection=dg.AssetSelection.groups("ingest", "features"),
-    description="Refresh the raw data, then recompute features and labels.",
+    description="Refresh the raw data, the time plan, features, labels and the model panel.",
 )
 
 train_job = dg.define_asset_job(
     "train",
     selection=dg.AssetSelection.groups("models"),
-    description="Train every model family on the stored features and labels.",
+    description="Train every served family on the serving window, register the versions, "
+    "and fit the serving ensemble from the stored replay.",
 )
 
 tune_job = dg.define_asset_job(
     "tune",
     selection=dg.AssetSelection.groups("tuning"),
-    description="Optuna studies per family (resumable); model assets use the best parameters.",
+    description="Optuna studies per family on the research period (resumable).",
 )
 
 predict_job = dg.define_asset_job(
     "predict",
-    selection=dg.AssetSelection.groups("predictions"),
-    description="Calibrated ensemble predictions from the stored models, and their history.",
+    selection=PREDICTIONS,
+    description="Predictions for the newest date from the models that serve now.",
 )
 
 evaluate_job = dg.define_asset_job(
     "evaluate",
     selection=dg.AssetSelection.groups("evaluation"),
-    description="Walk-forward backtest (one step per fold) and the report.",
-)
-
-full_job = dg.define_asset_job(
-    "full",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("tuning"),
-    description="The whole graph, ingest to report (tuning is its own job).",
+    description="The walk-forward replay of the served procedure (one step per fold, stored "
+    "folds reused) and the backtest report.",
 )
 
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh",
-    selection=dg.AssetSelection.groups("ingest", "features", "monitoring", "predictions"),
-    description="After the close: new data, features, drift report and predictions; no retraining.",
+    selection=dg.AssetSelection.groups("ingest", "features", "monitoring") | PREDICTIONS,
+    description="After the close: new data, features, the drift report and predictions for "
+    "the newest date; no retraining.",
 )
 
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.groups("models", "predictions"),
-    description="Retrain every model family, then the ensemble and predictions.",
+    selection=dg.AssetSelection.groups("models") | REPLAY | PREDICTIONS,
+    description="Bring the replay up to date, retrain every served family through the newest "
+    "known labels, refit the serving ensemble, and predict.",
+)
+
+full_job = dg.define_asset_job(
+    "full",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("tuning") - HISTORY,
+    description="The whole graph, ingest to report (tuning is its own job; the prediction "
+    "history records each predictions date through its sensor).",
+)
+
+history_job = dg.define_asset_job(
+    "record_prediction_history",
+    selection=HISTORY,
+    description="Record one day's served predictions and fill realised returns.",
 )
 
 JOBS = [
@@ -64,4 +79,5 @@ JOBS = [
     daily_refresh_job,
     retrain_job,
     full_job,
+    history_job,
 ]

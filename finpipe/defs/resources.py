@@ -13,7 +13,8 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from finpipe.core.storage import ParquetStore
+from finpipe.core.storage import ParquetStore, staged_folder
+from finpipe.core.time_plan import PlanSettings, TimePlan
 from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
 from finpipe.data.sources.bundled import BundledSource, bundled_stocks, stocks_for_universe
 from finpipe.data.sources.synthetic import (
@@ -23,13 +24,17 @@ from finpipe.data.sources.synthetic import (
     synthetic_universe,
 )
 from finpipe.data.universe import universe_frame
+from finpipe.models.panel_data import PANEL_META, PanelData, load_panel, save_panel
 from finpipe.models.registry import is_pytorch_family
+from finpipe.models.versions import ModelRegistry
 from finpipe.monitoring.drift import DriftThresholds
 
 # yfinance and fredapi are imported only when the live source is chosen: slow imports.
 SOURCES = ("bundled", "live", "synthetic")
 DEFAULT_UNIVERSE = "sp500_20"
 DEFAULT_MACRO_SERIES = ["VIXCLS", "CPILFESL", "AAA", "BAA"]
+PANEL_FOLDER = "panel"
+PLAN_PATH = ("plan", "time_plan")
 
 
 def family_overrides(params_json: str, family: str) -> dict:
@@ -63,6 +68,51 @@ class StorageResource(dg.ConfigurableResource):
         """Where a family's training checkpoints go, so training resumes after a crash."""
         return str(self.local_folder("checkpoints", family))
 
+    def write_panel(self, panel: PanelData) -> tuple[str, str]:
+        """Store the dense model panel under `panel/` (replacing it once complete);
+        returns (where, fingerprint)."""
+        if "://" in self.root:
+            with tempfile.TemporaryDirectory() as tmp:
+                fingerprint = save_panel(panel, Path(tmp) / PANEL_FOLDER)
+                return self.store().put_folder(Path(tmp) / PANEL_FOLDER, PANEL_FOLDER), fingerprint
+        target = Path(self.root) / PANEL_FOLDER
+        with staged_folder(target) as staging:
+            fingerprint = save_panel(panel, staging)
+        return str(target), fingerprint
+
+    def read_panel(self) -> PanelData:
+        """The stored dense model panel, memory-mapped (a remote root is copied once per
+        panel fingerprint into the local temp folder first)."""
+        if "://" not in self.root:
+            folder = Path(self.root) / PANEL_FOLDER
+        else:
+            meta = self.store().read_json(PANEL_FOLDER, PANEL_META.removesuffix(".json"))
+            if meta is None:
+                folder = Path("/nonexistent")
+            else:
+                folder = self.local_folder("panel_cache") / meta["fingerprint"]
+                if not (folder / PANEL_META).exists():
+                    self.store().get_folder(folder, PANEL_FOLDER)
+        if not (folder / PANEL_META).exists():
+            raise FileNotFoundError(
+                "the model panel is not stored yet: materialize model_panel (group features)"
+            )
+        return load_panel(folder)
+
+    def panel_fingerprint(self) -> str:
+        """The fingerprint of the stored model panel (what a model was trained on)."""
+        meta = self.store().read_json(PANEL_FOLDER, PANEL_META.removesuffix(".json"))
+        if meta is None:
+            raise FileNotFoundError("the model panel is not stored yet: materialize model_panel")
+        return str(meta["fingerprint"])
+
+    def read_plan(self) -> TimePlan:
+        """The stored time plan (what the time_plan asset wrote)."""
+        state = self.store().read_json(*PLAN_PATH)
+        if state is None:
+            raise FileNotFoundError("the time plan is not stored yet: materialize time_plan")
+        return TimePlan.from_dict(state)
+
 
 class FredCredentials(dg.ConfigurableResource):
     """FRED API key, read from the FRED_API_KEY environment variable through EnvVar."""
@@ -71,17 +121,18 @@ class FredCredentials(dg.ConfigurableResource):
 
 
 class TrainingSettings(dg.ConfigurableResource):
-    """Model training and tuning settings.
+    """Which model families serve and are replayed, their parameters, and tuning.
 
-    `params_json` overrides family parameters, e.g. '{"lstm": {"hidden_size": 128,
-    "max_epochs": 50}}': the demo defaults are small so that every family trains on a laptop
-    CPU in minutes; bigger settings are this one change away. `device` ("", "cpu", "cuda",
-    "mps") overrides the automatic choice (FINPIPE_DEVICE and FORCE_CPU=1 also work).
+    `families` are the members of the served ensemble and of every replay fold (the demo
+    keeps three fast ones; any registered family can be added). `params_json` overrides
+    family parameters, e.g. '{"lstm": {"hidden_size": 128, "max_epochs": 50}}'. `device`
+    ("", "cpu", "cuda", "mps") overrides the automatic choice (FINPIPE_DEVICE and
+    FORCE_CPU=1 also work).
     """
 
+    families: list[str] = ["ridge", "hist_gbm", "lstm"]
     params_json: str = ""
     device: str = ""
-    valid_fraction: float = 0.2
     tune_families: list[str] = ["ridge", "lstm"]
     tune_trials: int = 10
     optuna_storage: str = ""
@@ -100,47 +151,67 @@ class TrainingSettings(dg.ConfigurableResource):
         return f"sqlite:///{storage.local_folder('optuna') / 'studies.db'}"
 
 
-class ForecastSettings(dg.ConfigurableResource):
-    """Calibration and signals of the predictions assets.
+class RegistryResource(dg.ConfigurableResource):
+    """The MLflow tracking store and model registry.
 
-    Conformal intervals are calibrated on the first `calibration_days` after `train_end`
-    and their coverage measured on every `coverage_every`-th later date. Signals use the
-    thresholds of `finpipe.forecasting.signals.SignalThresholds`.
+    `tracking_uri`, else MLFLOW_TRACKING_URI, else SQLite in `mlflow/` under a local data
+    root; `artifact_location`, else FINPIPE_MLFLOW_ARTIFACTS, else `mlflow/artifacts` there.
+    `ui_url` is where an MLflow UI serves that store (for links in the asset metadata).
     """
 
-    calibration_days: int = 252
+    tracking_uri: str = ""
+    artifact_location: str = ""
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def registry(self, storage: StorageResource) -> ModelRegistry:
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        artifacts = self.artifact_location or os.environ.get("FINPIPE_MLFLOW_ARTIFACTS", "")
+        if not uri:
+            return ModelRegistry.local(storage.local_folder("mlflow"))
+        return ModelRegistry(uri, artifacts or None)
+
+
+class ForecastSettings(dg.ConfigurableResource):
+    """Intervals, signals and the gates on the served predictions.
+
+    Conformal intervals at `interval_level` (calibrated at every level of `levels`).
+    `mc_samples` > 0 adds that many Monte Carlo dropout passes per PyTorch member to the
+    interval scale; their draws depend on which rows share a batch, so the replay then
+    matches serving only up to that sampling noise (off by default: exact replay).
+    Signals use the thresholds of `finpipe.forecasting.signals.SignalThresholds`. The
+    predictions fail their blocking check when a served model's `trained_through` is more
+    than `max_model_age` trading dates older than the prediction date. A challenger replaces
+    the champion unless it is significantly worse over at least `promotion_min_dates`
+    shared out-of-sample dates.
+    """
+
     levels: list[float] = [0.8, 0.9]
     interval_level: float = 0.8
-    mc_samples: int = 10
-    coverage_every: int = 21
+    mc_samples: int = 0
     buy_ratio: float = 0.1
     min_return: float = 0.0
+    max_model_age: int = 63
+    promotion_min_dates: int = 20
 
 
 class EvaluationSettings(dg.ConfigurableResource):
-    """Walk-forward evaluation and backtest settings.
+    """The backtest of the replay and its leak gate.
 
-    `families` are retrained every `retrain_every` trading dates over the test period that
-    starts after `research.train_end` (expanding window by default, or rolling with
-    `train_days`), purged by label_end plus `embargo` dates. The demo defaults keep the fast
-    families and retrain every two years; add families or retrain more often by config.
+    Portfolios trade the `portfolio_horizon` (0: the shortest) with `top_k` names per leg
+    (a count, or a fraction of the names) net of `cost_bps`. The leak gate fails the replay
+    when its out-of-sample skill is beyond what daily equity data allows: a mean rank IC
+    above `max_rank_ic` or a long-short Sharpe ratio above `max_sharpe` (planted-signal
+    tests set their own).
     """
 
-    families: list[str] = ["ridge", "hist_gbm"]
-    params_json: str = ""
-    retrain_every: int = 504
-    window: str = "expanding"
-    train_days: int = 0
-    embargo: int = 5
     portfolio_horizon: int = 0
     top_k: float = 0.2
     cost_bps: float = 5.0
     n_boot: int = 1000
     report_title: str = "finpipe walk-forward backtest"
     metadata_plots: list[str] = ["equity_curves", "rolling_rank_ic", "regime_bars"]
-
-    def params_for(self, family: str) -> dict:
-        return family_overrides(self.params_json, family)
+    max_rank_ic: float = 0.2
+    max_sharpe: float = 5.0
 
 
 def dataclass_fields(kind: type) -> dict[str, tuple[Any, Any]]:
@@ -174,25 +245,51 @@ MonitoringSettings = pydantic.create_model(
 
 
 class ResearchSettings(dg.ConfigurableResource):
-    """Label horizons, execution lag, feature families and the training period.
+    """Labels, feature families and the time plan (`finpipe.core.time_plan`).
 
-    `train_end` (ISO date) ends the period every fitted transform (GARCH, normalisers,
-    models) learns from; empty means the date `train_fraction` of the way through the
-    stored price history (for the bundled 1990-2022 data: late 2004, so 2005-2022 is out
-    of sample).
+    `research_end` (ISO date) ends the research period: the report scores the dates after
+    it, and choices are made on the dates before. Empty means the date `research_fraction`
+    of the way through the price history when the plan is first made (for the bundled
+    1990-2022 data: late 2004); it is then recorded and kept as history grows.
+
+    Every fit (serving and each replay fold) learns from the dates whose labels end
+    `embargo` trading dates before its as-of date, fits on all but the last `valid_days`
+    and early-stops on those; stacking and calibration use the last `stack_days` and
+    `calibration_days` of out-of-sample history. The replay retrains every
+    `retrain_every` dates (expanding window, or `rolling` with `train_days`), from enough
+    dates before the test period that its first fold has that history (plus
+    `research_days`).
     """
 
     horizons: list[int] = [1, 5, 20]
     execution_lag: int = 1
     feature_families: list[str] = []
-    train_end: str = ""
-    train_fraction: float = 0.45
+    research_end: str = ""
+    research_fraction: float = 0.45
+    embargo: int = 5
+    retrain_every: int = 1008
+    window: str = "expanding"
+    train_days: int = 0
+    valid_days: int = 252
+    stack_days: int = 504
+    calibration_days: int = 252
+    min_train_days: int = 252
+    research_days: int = 0
 
-    def train_end_date(self, dates: pd.Series) -> pd.Timestamp:
-        if self.train_end:
-            return pd.Timestamp(self.train_end)
-        unique = pd.DatetimeIndex(dates.unique()).sort_values()
-        return unique[int(self.train_fraction * (len(unique) - 1))]
+    def plan_settings(self) -> PlanSettings:
+        return PlanSettings(
+            horizons=tuple(int(h) for h in self.horizons),
+            execution_lag=self.execution_lag,
+            embargo=self.embargo,
+            retrain_every=self.retrain_every,
+            window=self.window,  # type: ignore[arg-type]
+            train_days=self.train_days,
+            valid_days=self.valid_days,
+            stack_days=self.stack_days,
+            calibration_days=self.calibration_days,
+            min_train_days=self.min_train_days,
+            research_days=self.research_days,
+        )
 
 
 class MarketDataResource(dg.ConfigurableResource):

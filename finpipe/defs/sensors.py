@@ -1,12 +1,12 @@
-"""Sensors: retrain when the drift report says so (once per drift episode), and tell an
-operator about failed runs."""
+"""Sensors: retrain when the drift report says so (once per drift episode), record each
+predictions date in the prediction history, and tell an operator about failed runs."""
 
 import json
 import os
 
 import dagster as dg
 
-from finpipe.defs.jobs import retrain_job
+from finpipe.defs.jobs import history_job, retrain_job
 from finpipe.monitoring.alerts import WEBHOOK_ENV, failure_payload, post_webhook
 
 SENSOR_INTERVAL_S = int(os.environ.get("FINPIPE_SENSOR_INTERVAL_S", "300"))
@@ -58,4 +58,19 @@ def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         context.log.info("alert posted to the %s webhook: HTTP %d", WEBHOOK_ENV, status)
 
 
-SENSORS = [drift_retrain_sensor, run_failure_alert]
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("predictions"),
+    job=history_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def record_prediction_history(
+    context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+) -> dg.RunRequest:
+    """Record each new predictions date in the prediction history (its daily partition)."""
+    materialization = asset_event.asset_materialization
+    day = str(materialization.metadata["date"].value)
+    return dg.RunRequest(run_key=f"history-{day}-{asset_event.storage_id}", partition_key=day)
+
+
+SENSORS = [drift_retrain_sensor, run_failure_alert, record_prediction_history]

@@ -95,7 +95,10 @@ class BacktestResult:
     stress: pd.DataFrame
     calibration: pd.DataFrame
     coverage: pd.DataFrame
+    coverage_by_year: pd.DataFrame
     weights: pd.DataFrame = field(default_factory=pd.DataFrame)
+    folds: pd.DataFrame = field(default_factory=pd.DataFrame)
+    procedure: str = ""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Long/flat frames by name, ready to write."""
@@ -115,7 +118,9 @@ class BacktestResult:
             "stress": self.stress,
             "calibration": self.calibration,
             "coverage": self.coverage,
+            "coverage_by_year": self.coverage_by_year,
             "ensemble_weights": self.weights,
+            "replay_folds": self.folds,
         }
 
     def config_dict(self) -> dict[str, object]:
@@ -213,6 +218,28 @@ def forecast_skill(
     return pd.DataFrame(rows), daily
 
 
+def coverage_by_year(labelled: pd.DataFrame) -> pd.DataFrame:
+    """Share of outcomes inside the intervals per model, horizon and calendar year (models
+    with intervals only): `model, horizon, year, interval_level, n, coverage`."""
+    columns = ["model", "horizon", "year", "interval_level", "n", "coverage"]
+    if not {"lower", "upper", "interval_level"} <= set(labelled.columns):
+        return pd.DataFrame(columns=columns)
+    rows = labelled.dropna(subset=["lower", "upper", "fwd_return"])
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    inside = (rows["fwd_return"] >= rows["lower"]) & (rows["fwd_return"] <= rows["upper"])
+    table = (
+        rows.assign(year=rows["date"].dt.year, inside=inside)
+        .groupby(["model", "horizon", "year"], sort=True)
+        .agg(
+            interval_level=("interval_level", "first"),
+            n=("inside", "size"),
+            coverage=("inside", "mean"),
+        )
+    )
+    return table.reset_index()[columns]
+
+
 def calibration_table(labelled: pd.DataFrame, bins: int = 5) -> pd.DataFrame:
     """Per model and horizon, cross-sectional prediction bins (1 = lowest each date) with
     their mean prediction and mean realised return."""
@@ -256,13 +283,15 @@ def run_backtest(
     benchmark: pd.DataFrame | None = None,
     weights: pd.DataFrame | None = None,
     config: BacktestConfig = BacktestConfig(),
+    folds: pd.DataFrame | None = None,
+    procedure: str = "",
 ) -> BacktestResult:
     """Evaluate long predictions (`date, ticker, horizon, model, prediction`, optional
     interval columns) of every model against labels and prices; see the module docstring.
 
     The benchmark (prices contract, one ticker) defines the regimes; without one, the
-    equal-weight universe does. `weights` are the ensemble weights per fold, passed through
-    for the report.
+    equal-weight universe does. `weights` (the ensemble weights per fold), `folds` (the
+    replayed fits) and `procedure` (what was replayed, in words) pass through to the report.
     """
     horizon = config.horizon or int(predictions["horizon"].min())
     labelled = predictions.merge(labels[[*ROW_KEY, "fwd_return"]], on=list(ROW_KEY), how="inner")
@@ -331,5 +360,8 @@ def run_backtest(
             labelled[labelled["horizon"] == horizon], config.calibration_bins
         ),
         coverage=coverage.reset_index(drop=True),
+        coverage_by_year=coverage_by_year(labelled),
         weights=weights if weights is not None else pd.DataFrame(),
+        folds=folds if folds is not None else pd.DataFrame(),
+        procedure=procedure,
     )

@@ -483,7 +483,27 @@ def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
             "Share of outcomes inside the prediction intervals.",
             result.coverage,
         ),
+        (
+            "Interval coverage by year",
+            "The same per calendar year: split-conformal intervals hold their level when the "
+            "recent past they are calibrated on resembles the year they cover.",
+            _coverage_pivot(result.coverage_by_year),
+        ),
+        (
+            "Replayed procedure",
+            result.procedure or "Walk-forward folds.",
+            result.folds,
+        ),
     ]
+
+
+def _coverage_pivot(table: pd.DataFrame) -> pd.DataFrame:
+    """Coverage by year as model/horizon rows and one column per year."""
+    if table.empty:
+        return table
+    wide = table.pivot_table(index=["model", "horizon"], columns="year", values="coverage")
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.reset_index()
 
 
 # -- writers ---------------------------------------------------------------------------------
@@ -553,12 +573,17 @@ def render_html(result: BacktestResult, plots: dict[str, bytes], title: str) -> 
     return "\n".join(parts)
 
 
-def render_markdown(result: BacktestResult, plot_files: dict[str, str], title: str) -> str:
-    """The Markdown summary: headline tables and links to the PNG files."""
+def summary_tables_markdown(result: BacktestResult, title: str) -> str:
+    """The report's tables as Markdown: title, test period and every section."""
     lines = [f"# {title}", "", f"Out-of-sample test period {_period(result)}.", ""]
     for heading, note, table in _sections(result):
         lines += [f"## {heading}", "", note, "", _markdown_table(table)]
-    lines += ["## Plots", ""]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(result: BacktestResult, plot_files: dict[str, str], title: str) -> str:
+    """The Markdown summary: headline tables and links to the PNG files."""
+    lines = [summary_tables_markdown(result, title), "## Plots", ""]
     lines += [f"![{PLOT_TITLES[name]}]({plot_files[name]})" for name in PLOTS]
     return "\n".join(lines) + "\n"
 
@@ -568,12 +593,15 @@ def _jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def write_report(
-    result: BacktestResult, out_dir: str | os.PathLike[str], title: str = "finpipe backtest"
+    result: BacktestResult,
+    out_dir: str | os.PathLike[str],
+    title: str = "finpipe backtest",
+    plots: dict[str, bytes] | None = None,
 ) -> dict[str, Path]:
     """Write the HTML report, Markdown summary, PNG plots and metric tables into `out_dir`;
-    returns the paths by name."""
+    returns the paths by name. `plots` (from `render_plots`) saves rendering them again."""
     out = Path(out_dir)
-    plots = render_plots(result)
+    plots = plots if plots is not None else render_plots(result)
     paths: dict[str, Path] = {}
     plot_files = {}
     for name, data in plots.items():
@@ -587,10 +615,18 @@ def write_report(
     summary = {
         "title": title,
         "test_period": _period(result),
+        "procedure": result.procedure,
         "config": result.config_dict(),
         **{
             k: _jsonable(tables[k])
-            for k in ("performance", "forecast", "by_regime", "stress", "coverage")
+            for k in (
+                "performance",
+                "forecast",
+                "by_regime",
+                "stress",
+                "coverage",
+                "coverage_by_year",
+            )
         },
     }
     paths["json"] = out / "metrics.json"

@@ -288,6 +288,14 @@ def build_features(
     )
 
 
+def nan_share_by_family(frame: pd.DataFrame, columns: dict[str, list[str]]) -> dict[str, float]:
+    """Mean share of missing values of each family's columns (warm-up periods included)."""
+    return {
+        family: round(float(frame[cols].isna().mean().mean()), 4)
+        for family, cols in columns.items()
+    }
+
+
 INFINITE, ALL_MISSING = "has infinite values", "is missing on every row"
 
 

@@ -1,33 +1,28 @@
 """Combining trained model families into one forecast.
 
-Three ways to weight members, all producing weights that `combine` applies:
+`StackingEnsemble` is a non-negative ridge regression of realised returns on the members'
+out-of-fold predictions, per horizon. `fit` takes the fold each prediction came from and
+the training window of every fold, and refuses any row that falls inside its fold's
+training window: the meta-model never sees a member's in-sample predictions. A horizon
+where it would give every member zero weight (no member helped) gets equal weights
+instead, so the ensemble never loses a horizon; `fallback` records which.
 
-* `validation_weights`: from each member's validation metrics (rank IC or inverse MSE),
-  with a floor so no member is dropped on one noisy validation window.
-* `StackingEnsemble`: a non-negative ridge regression of realised returns on the members'
-  out-of-fold predictions, per horizon. `fit` takes the fold each prediction came from and
-  the training window of every fold, and refuses any row that falls inside its fold's
-  training window: the meta-model never sees a member's in-sample predictions.
-* `updated_weights`: prior weights blended with an exponentially weighted rank IC of the
-  members' recent realised predictions (from prediction history).
-
-`combine` returns the ensemble prediction and, per row and member, the contribution
-weight * prediction, which sum (with the intercept, if any) to the ensemble prediction.
+`combine` applies any weights and returns the ensemble prediction and, per row and member,
+the contribution weight * prediction, which sum (with the intercept, if any) to the
+ensemble prediction.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
 from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
-from finpipe.core.metrics import daily_rank_ic
 
 INTERCEPT = "intercept"
 OOF_COLUMNS = ("date", "ticker", "horizon", "model", "prediction", "fold", "fwd_return")
@@ -38,128 +33,6 @@ Weights = Mapping[str, float] | Mapping[int, Mapping[str, float]]
 
 class InSampleError(ValueError):
     """A stacking row that is not provably out of fold for the member that predicted it."""
-
-
-# -- weights from validation and from realised performance ---------------------------------
-
-
-def apply_floor(shares: Mapping[str, float], floor: float) -> dict[str, float]:
-    """Weights proportional to `shares`, none below `floor`, summing to one.
-
-    Members below the floor are raised to it and the rest scaled down proportionally
-    (water-filling), so weights that already satisfy the floor are returned unchanged.
-    Non-positive or non-finite shares count as zero; all-zero shares give equal weights.
-    """
-    names = list(shares)
-    if not names:
-        raise ValueError("no members to weight")
-    if floor < 0 or floor * len(names) > 1.0 + 1e-12:
-        raise ValueError(f"floor {floor} must be in [0, 1/{len(names)}] for {len(names)} members")
-    s = np.array([shares[n] for n in names], np.float64)
-    s = np.where(np.isfinite(s) & (s > 0), s, 0.0)
-    s = s / s.sum() if s.sum() > 0 else np.full(len(s), 1.0 / len(s))
-    fixed = np.zeros(len(s), bool)
-    while True:
-        free = s[~fixed].sum()
-        scale = (1.0 - floor * fixed.sum()) / free if free > 0 else 0.0
-        below = ~fixed & (scale * s < floor)
-        if not below.any():
-            break
-        fixed |= below
-    weights = np.where(fixed, floor, scale * s)
-    return dict(zip(names, (float(w) for w in weights / weights.sum()), strict=True))
-
-
-def validation_weights(
-    member_metrics: Mapping[str, Mapping[str, float]],
-    method: Literal["rank_ic", "inverse_loss"] = "rank_ic",
-    floor: float = 0.05,
-    horizons: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """Member weights from validation metrics (`Forecaster.metrics`), floored and normalised.
-
-    rank_ic: proportional to max(rank_ic_h<h>, 0). inverse_loss: proportional to
-    1 / mse_h<h> (MSE in return units, comparable across families, unlike each family's
-    own training loss). Shares are computed per horizon and averaged over `horizons`
-    (default: every horizon the first member reports); pass one horizon for per-horizon
-    weights.
-    """
-    if method not in ("rank_ic", "inverse_loss"):
-        raise ValueError(f"method must be 'rank_ic' or 'inverse_loss', got {method!r}")
-    names = list(member_metrics)
-    if not names:
-        raise ValueError("no members to weight")
-    key = "rank_ic" if method == "rank_ic" else "mse"
-    if horizons is None:
-        pattern = re.compile(rf"^{key}_h(\d+)$")
-        found = (pattern.match(k) for k in member_metrics[names[0]])
-        horizons = sorted(int(m.group(1)) for m in found if m)
-    if not horizons:
-        raise ValueError(f"member metrics hold no {key}_h<horizon> values")
-    shares = np.zeros(len(names))
-    for h in horizons:
-        metric = f"{key}_h{h}"
-        missing = [n for n in names if metric not in member_metrics[n]]
-        if missing:
-            raise KeyError(
-                f"members {missing} have no {metric!r}; metrics come from Forecaster.fit with a "
-                "validation view that has labels at that horizon"
-            )
-        values = np.array([member_metrics[n][metric] for n in names], np.float64)
-        with np.errstate(divide="ignore"):
-            score = np.maximum(values, 0.0) if method == "rank_ic" else 1.0 / values
-        score = np.where(np.isfinite(score) & (score > 0), score, 0.0)
-        total = score.sum()
-        shares += score / total if total > 0 else np.full(len(names), 1.0 / len(names))
-    return apply_floor(dict(zip(names, shares / len(horizons), strict=True)), floor)
-
-
-def updated_weights(
-    prior: Mapping[str, float],
-    realised: pd.DataFrame,
-    halflife: float = 20.0,
-    prior_weight: float = 0.5,
-    floor: float = 0.05,
-) -> dict[str, float]:
-    """Prior weights blended with the members' recent realised rank IC.
-
-    `realised` has `date, ticker, horizon, model, prediction, realised_return` (prediction
-    history). Per member, daily rank ICs (averaged over horizons) are weighted by
-    0.5 ** (age / halflife), age counted in prediction dates back from the latest; the
-    recent share is proportional to max(that mean, 0) and shares the prior mass of the
-    members that have realised rows. weights = floor(prior_weight * prior +
-    (1 - prior_weight) * recent). A member with no realised rows keeps its prior share.
-    """
-    if not 0.0 <= prior_weight <= 1.0:
-        raise ValueError(f"prior_weight must be in [0, 1], got {prior_weight}")
-    if halflife <= 0:
-        raise ValueError(f"halflife must be positive, got {halflife}")
-    names = list(prior)
-    p = np.array([prior[n] for n in names], np.float64)
-    p = p / p.sum()
-    rows = realised[realised["model"].isin(names) & np.isfinite(realised["realised_return"])]
-    dates = np.sort(rows["date"].unique())
-    scores: dict[str, list[pd.Series]] = {}
-    for (model, horizon), part in rows.groupby(["model", "horizon"], sort=True):
-        ic = daily_rank_ic(part["prediction"], part["realised_return"], part["date"])
-        if len(ic):
-            scores.setdefault(model, []).append(ic.rename(horizon))
-    recent = p.copy()
-    observed = np.array([n in scores for n in names])
-    if observed.any():
-        ew = np.zeros(len(names))
-        for i, name in enumerate(names):
-            if not observed[i]:
-                continue
-            daily = pd.concat(scores[name], axis=1).mean(axis=1)
-            age = len(dates) - 1 - np.searchsorted(dates, daily.index.values)
-            decay = 0.5 ** (age / halflife)
-            ew[i] = max(float(np.sum(decay * daily.to_numpy()) / np.sum(decay)), 0.0)
-        mass = p[observed].sum()
-        if ew[observed].sum() > 0:
-            recent[observed] = mass * ew[observed] / ew[observed].sum()
-    blended = prior_weight * p + (1.0 - prior_weight) * recent
-    return apply_floor(dict(zip(names, blended, strict=True)), floor)
 
 
 # -- applying weights ----------------------------------------------------------------------
@@ -306,6 +179,7 @@ class StackingEnsemble:
     coefficients: dict[int, dict[str, float]] = field(default_factory=dict)
     intercepts: dict[int, float] = field(default_factory=dict)
     n_rows: dict[int, int] = field(default_factory=dict)
+    fallback: dict[int, str] = field(default_factory=dict)
 
     def fit(self, oof: pd.DataFrame, folds: pd.DataFrame) -> Self:
         """Fit on out-of-fold predictions (`OOF_COLUMNS`) with their folds' training windows
@@ -319,7 +193,7 @@ class StackingEnsemble:
         self.models = tuple(wide.columns)
         usable = wide.notna().all(axis=1) & np.isfinite(target)
         horizons = wide.index.get_level_values("horizon")
-        self.coefficients, self.intercepts, self.n_rows = {}, {}, {}
+        self.coefficients, self.intercepts, self.n_rows, self.fallback = {}, {}, {}, {}
         for h in np.unique(horizons):
             keep = usable & (horizons == h)
             x = wide[keep].to_numpy(np.float64)
@@ -337,6 +211,9 @@ class StackingEnsemble:
                 fit_intercept=self.fit_intercept,
             ).fit(x / x_sd, y / y_sd)
             coef = ridge.coef_ * y_sd / x_sd
+            if not (coef > 0).any():
+                coef = np.full(len(self.models), 1.0 / len(self.models))
+                self.fallback[int(h)] = "no member had positive weight: equal weights"
             self.coefficients[int(h)] = dict(zip(self.models, map(float, coef), strict=True))
             self.intercepts[int(h)] = float(ridge.intercept_) * y_sd
             self.n_rows[int(h)] = len(y)
@@ -359,6 +236,7 @@ class StackingEnsemble:
             "coefficients": {str(h): c for h, c in self.coefficients.items()},
             "intercepts": {str(h): v for h, v in self.intercepts.items()},
             "n_rows": {str(h): v for h, v in self.n_rows.items()},
+            "fallback": {str(h): v for h, v in self.fallback.items()},
         }
 
     @classmethod
@@ -371,4 +249,5 @@ class StackingEnsemble:
             coefficients={int(h): c for h, c in state["coefficients"].items()},
             intercepts={int(h): v for h, v in state["intercepts"].items()},
             n_rows={int(h): v for h, v in state["n_rows"].items()},
+            fallback={int(h): v for h, v in state["fallback"].items()},
         )

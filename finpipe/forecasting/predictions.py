@@ -6,7 +6,7 @@ of every member and the ensemble for every ticker and horizon, in exactly the sc
 
     date datetime64[ns], ticker str, horizon int64, model str, prediction float64,
     lower float64, upper float64, interval_level float64, confidence float64,
-    model_version str
+    model_version str, trained_through datetime64[ns]
 
 `prediction_history` keeps one file per prediction date,
 `predictions/history/date=YYYY-MM-DD.parquet`, with the same columns plus
@@ -20,49 +20,18 @@ The folder reads with plain `pandas.read_parquet(".../predictions/history")`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from finpipe.core.contracts import PREDICTION_HISTORY, PREDICTIONS, ContractError, conform
+from finpipe.core.contracts import PREDICTION_HISTORY, PREDICTIONS, conform
 from finpipe.core.keys import ROW_KEY
 from finpipe.core.storage import ParquetStore
-from finpipe.forecasting.uncertainty import SplitConformal, confidence_from_width
 
 LATEST_PATH = ("predictions", "latest")
 HISTORY_PATH = ("predictions", "history")
 _PARTITION = "date="
-
-
-def predictions_table(
-    point: pd.DataFrame,
-    scale: pd.DataFrame,
-    conformal: SplitConformal,
-    level: float,
-    model_versions: Mapping[str, str],
-) -> pd.DataFrame:
-    """The predictions table from point predictions of members and ensemble.
-
-    `point`: `date, ticker, horizon, model, prediction`; `scale`: `interval_scale` output
-    for the same rows; `conformal`: fitted on a calibration window with the same scale.
-    Intervals are the conformal ones at `level`; confidence is `confidence_from_width`;
-    `model_version` comes from `model_versions[model]`.
-    """
-    unversioned = sorted(set(point["model"]) - set(model_versions))
-    if unversioned:
-        raise ContractError(f"no model_version for models {unversioned}")
-    rows = point.merge(scale, on=list(ROW_KEY), how="left")
-    rows = conformal.interval(rows, level)
-    rows["confidence"] = confidence_from_width(
-        rows["upper"] - rows["lower"], rows["horizon_vol"], rows["interval_level"]
-    )
-    rows["model_version"] = rows["model"].map(model_versions)
-    return conform(rows[list(PREDICTIONS.required)], PREDICTIONS)
-
-
-# -- storage -------------------------------------------------------------------------------
 
 
 def write_predictions(
@@ -79,6 +48,11 @@ def read_predictions(store: ParquetStore) -> pd.DataFrame | None:
 
 def _partition(date: Any) -> str:
     return f"{_PARTITION}{pd.Timestamp(date):%Y-%m-%d}"
+
+
+def has_history(store: ParquetStore, date: Any) -> bool:
+    """Whether predictions served on `date` are recorded."""
+    return store.exists(*HISTORY_PATH, _partition(date))
 
 
 def history_dates(store: ParquetStore) -> list[pd.Timestamp]:
@@ -134,13 +108,15 @@ def read_prediction_history(
     return pd.concat(frames, ignore_index=True)
 
 
-def fill_realised(store: ParquetStore, labels: pd.DataFrame, as_of: Any = None) -> int:
+def fill_realised(
+    store: ParquetStore, labels: pd.DataFrame, as_of: Any = None, through: Any = None
+) -> int:
     """Fill `realised_return` in history from the labels table; returns the rows filled.
 
     A label counts once it exists and, with `as_of`, its `label_end` is on or before
-    `as_of` (for replays that must not see later data). Only history files not yet
-    complete and whose date has labels are read and rewritten, so a daily pass is cheap
-    and a second pass changes nothing.
+    `as_of` (for replays that must not see later data). With `through`, only history dates
+    up to it are touched. Only history files not yet complete and whose date has labels are
+    read and rewritten, so a daily pass is cheap and a second pass changes nothing.
     """
     known = labels
     if as_of is not None:
@@ -149,7 +125,7 @@ def fill_realised(store: ParquetStore, labels: pd.DataFrame, as_of: Any = None) 
     label_dates = set(pd.to_datetime(known["date"].unique()))
     filled = 0
     for date in history_dates(store):
-        if date not in label_dates:
+        if date not in label_dates or (through is not None and date > pd.Timestamp(through)):
             continue
         if store.read_metadata(*HISTORY_PATH, _partition(date)).get("complete") == "true":
             continue

@@ -1,146 +1,358 @@
-"""From trained members to calibrated ensemble predictions: the step the predictions asset runs.
+"""The served forecast of one fit: members, the stacked ensemble and split-conformal
+intervals, all fitted under the fit's window of the time plan (`finpipe.core.time_plan`).
 
-Three windows in time order keep every fitted piece out of sample for the next one:
+One procedure serves and is replayed:
 
-1. members train on the research period (`models.fitting`);
-2. the stacking meta-model fits on the research period's validation tail, which no member
-   trained on (one out-of-fold holdout whose training window is the members' own);
-3. split-conformal calibration fits on the first `calibration_days` after `train_end`,
-   for the members and both ensembles, with the scale used at prediction time
-   (recent volatility and member dispersion, Monte Carlo dropout included).
+1. the members train on the window's dates (`finpipe.models.trainer`);
+2. `member_forecasts`: their predictions on the dates the fit serves, and the per-row
+   conformal scale (recent volatility and member disagreement, Monte Carlo dropout
+   included);
+3. `fit_ensemble`: from the out-of-sample rows of earlier fits whose labels are known by the
+   window's cutoff (the replay's history), the stacking weights (member rows of the last
+   `stack_days`) and the conformal quantiles (served rows, members and ensemble, of the
+   last `calibration_days`); too little history falls back to equal weights and unbounded
+   intervals, and says so;
+4. `forecast_rows`: members and ensemble with intervals, confidence, the version of the
+   model behind each row and how current it is (`trained_through`).
 
-Coverage is then measured on the labelled dates after the calibration window.
+The replay runs 2-4 at every retrain date with the history of its own earlier folds;
+serving runs them at the newest date with the replay's history. Nothing is fitted on rows
+its members trained on, and nothing is calibrated on rows the stacker fitted on with the
+same window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from finpipe.core.keys import ROW_KEY, WEIGHTED_ENSEMBLE
-from finpipe.forecasting.ensemble import StackingEnsemble, combine, validation_weights
-from finpipe.forecasting.uncertainty import SplitConformal, coverage_table, interval_scale
+from finpipe.core.contracts import PREDICTIONS, REPLAY, conform
+from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
+from finpipe.core.time_plan import FitWindow
+from finpipe.forecasting.ensemble import StackingEnsemble, combine
+from finpipe.forecasting.uncertainty import SplitConformal, confidence_from_width, interval_scale
 from finpipe.models import Forecaster, PanelData
+from finpipe.models.versions import (
+    CHALLENGER,
+    CHAMPION,
+    MODEL_ARTIFACTS,
+    ModelRegistry,
+    ModelVersion,
+    base_model,
+    challenger_model,
+    load_version,
+    window_tags,
+)
+
+# Fewer labelled out-of-sample dates than this and the stacker is not fitted.
+MIN_STACK_DATES = 63
 
 
-def member_predictions(models: Mapping[str, Forecaster], view: PanelData) -> pd.DataFrame:
-    """Every member's point predictions on a view, with a `model` column."""
+def member_predictions(members: Mapping[str, Forecaster], view: PanelData) -> pd.DataFrame:
+    """Every member's point predictions on a view: `date, ticker, horizon, model,
+    prediction`."""
     return pd.concat(
         [
             model.predict(view)[[*ROW_KEY, "prediction"]].assign(model=name)
-            for name, model in models.items()
+            for name, model in members.items()
         ],
         ignore_index=True,
     )
 
 
 def mc_dropout_samples(
-    models: Mapping[str, Forecaster], view: PanelData, n: int, seed: int = 0
+    members: Mapping[str, Forecaster], view: PanelData, n: int, seed: int = 0
 ) -> pd.DataFrame | None:
     """Monte Carlo dropout samples of the PyTorch members (None when there are none)."""
     frames = [
         model.predict_samples(view, n=n, seed=seed).assign(model=name)
-        for name, model in models.items()
+        for name, model in members.items()
         if n > 0 and getattr(model, "module", None) is not None
     ]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def holdout_fold(train: PanelData) -> pd.DataFrame:
-    """The members' training window as the one fold of the stacking fit."""
-    ends = train.label_end[train.sample_mask]
+def member_forecasts(
+    members: Mapping[str, Forecaster],
+    view: PanelData,
+    recent_vol: pd.DataFrame,
+    mc_samples: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(member points, per-row scale `date, ticker, horizon, horizon_vol, dispersion,
+    scale`) on the view's samples."""
+    points = member_predictions(members, view)
+    samples = mc_dropout_samples(members, view, mc_samples)
+    return points, interval_scale(points, recent_vol, samples)
+
+
+def known_history(history: pd.DataFrame, labels: pd.DataFrame, window: FitWindow) -> pd.DataFrame:
+    """Rows of earlier fits (replay rows) that the fit at `window` may learn from: dated
+    before its cutoff, with a label (`fwd_return`) that ends before the cutoff too."""
+    rows = history[history["date"] < window.label_cutoff]
+    known = labels[labels["label_end"] < window.label_cutoff][[*ROW_KEY, "fwd_return"]]
+    return rows.merge(known, on=list(ROW_KEY), how="inner")
+
+
+@dataclass
+class EnsembleFit:
+    """What one fit adds on top of its members: stacking weights and conformal quantiles.
+
+    `stack` is None when the history was too short to fit it (equal weights are used);
+    `conformal` is None when there was nothing to calibrate on (intervals are unbounded).
+    `notes` say which fallbacks were taken and on how much history the rest was fitted.
+    """
+
+    window: FitWindow
+    members: tuple[str, ...]
+    levels: tuple[float, ...]
+    stack: StackingEnsemble | None
+    conformal: SplitConformal | None
+    notes: list[str] = field(default_factory=list)
+    history: dict[str, int] = field(default_factory=dict)
+
+    def ensemble(self, points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(stacked ensemble rows, per-member contributions) from member points."""
+        if self.stack is not None:
+            return self.stack.predict(points)
+        return combine(points, dict.fromkeys(self.members, 1.0 / len(self.members)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window.to_dict(),
+            "members": list(self.members),
+            "levels": list(self.levels),
+            "stack": None if self.stack is None else self.stack.to_dict(),
+            "conformal": None if self.conformal is None else self.conformal.to_dict(),
+            "notes": self.notes,
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> EnsembleFit:
+        return cls(
+            window=FitWindow.from_dict(state["window"]),
+            members=tuple(state["members"]),
+            levels=tuple(state["levels"]),
+            stack=None if state["stack"] is None else StackingEnsemble.from_dict(state["stack"]),
+            conformal=None
+            if state["conformal"] is None
+            else SplitConformal.from_dict(state["conformal"]),
+            notes=list(state["notes"]),
+            history=dict(state["history"]),
+        )
+
+
+def fit_ensemble(
+    known: pd.DataFrame,
+    window: FitWindow,
+    members: Sequence[str],
+    folds: pd.DataFrame,
+    levels: tuple[float, ...] = (0.8, 0.9),
+) -> EnsembleFit:
+    """Stacking weights and conformal quantiles for a fit from `known` history rows
+    (`known_history`: replay rows with `fold`, `scale` and `fwd_return`).
+
+    `folds` gives each history fold's training window (`fold, train_start, train_end`), so
+    the stacker can prove every row it fits on is out of fold.
+    """
+    members = tuple(members)
+    notes: list[str] = []
+    stack_rows = known[known["model"].isin(members) & (known["date"] >= window.stack_start)]
+    complete = stack_rows.groupby(list(ROW_KEY))["model"].nunique() == len(members)
+    stack_dates = complete[complete].index.get_level_values("date").nunique()
+    stack = None
+    if stack_dates < MIN_STACK_DATES:
+        notes.append(
+            f"stacking: {stack_dates} labelled out-of-sample dates with every member "
+            f"(fewer than {MIN_STACK_DATES}); equal weights"
+        )
+    else:
+        stack = StackingEnsemble().fit(stack_rows, folds)
+        notes += [f"stacking h{h}: {why}" for h, why in stack.fallback.items()]
+    calibration = known[known["date"] >= window.calibration_start]
+    conformal = None
+    if calibration.empty:
+        notes.append("calibration: no labelled out-of-sample rows yet; intervals unbounded")
+    else:
+        conformal = SplitConformal(levels=levels).fit(calibration)
+    return EnsembleFit(
+        window=window,
+        members=members,
+        levels=levels,
+        stack=stack,
+        conformal=conformal,
+        notes=notes,
+        history={
+            "stack_dates": int(stack_dates),
+            "calibration_rows": len(calibration),
+            "calibration_dates": int(calibration["date"].nunique()),
+        },
+    )
+
+
+def forecast_rows(
+    points: pd.DataFrame,
+    scale: pd.DataFrame,
+    fit: EnsembleFit,
+    level: float,
+    versions: Mapping[str, str],
+    trained_through: Mapping[str, pd.Timestamp],
+    fold: str,
+    shadows: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Members and the stacked ensemble with conformal intervals at `level`, confidence,
+    model version and `trained_through`, in the `REPLAY` contract (the predictions columns
+    plus the fold that made them and the row's conformal scale).
+
+    `shadows` are challengers' points (model `<family>@challenger`): they get their
+    family's intervals and take no part in the ensemble. The ensemble's version is
+    `versions[STACKED_ENSEMBLE]` and its `trained_through` the oldest of its members'; any
+    other model without a version or a `trained_through` raises.
+    """
+    ensemble, _ = fit.ensemble(points)
+    parts = [points, ensemble[points.columns]]
+    if shadows is not None:
+        parts.append(shadows[points.columns])
+    rows = pd.concat(parts, ignore_index=True).merge(scale, on=list(ROW_KEY), how="left")
+    if fit.conformal is not None:
+        named = rows["model"]
+        rows = fit.conformal.interval(rows.assign(model=named.map(base_model)), level)
+        rows["model"] = named.to_numpy()
+    else:
+        rows = rows.assign(lower=-np.inf, upper=np.inf, interval_level=float(level))
+    rows["confidence"] = confidence_from_width(
+        rows["upper"] - rows["lower"], rows["horizon_vol"], rows["interval_level"]
+    )
+    members = set(fit.members)
+    unknown = sorted(
+        (set(rows["model"]) - set(versions))
+        | (set(rows["model"]) - members - {STACKED_ENSEMBLE} - set(trained_through))
+        | (members - set(trained_through))
+    )
+    if unknown:
+        raise ValueError(f"no model_version or trained_through for models {unknown}")
+    through = {**trained_through, STACKED_ENSEMBLE: min(trained_through[m] for m in members)}
+    rows["model_version"] = rows["model"].map(versions)
+    rows["trained_through"] = rows["model"].map(through)
+    rows["fold"] = fold
+    return conform(rows[list(REPLAY.required)], REPLAY)
+
+
+def fold_windows(windows: Sequence[FitWindow]) -> pd.DataFrame:
+    """`fold, train_start, train_end` of fits, for the stacker's out-of-fold check
+    (train_end: the last date a training label reads)."""
     return pd.DataFrame(
         {
-            "fold": [0],
-            "train_start": [train.sample_dates()[0]],
-            "train_end": [pd.Timestamp(int(ends[ends > 0].max()))],
+            "fold": [w.name for w in windows],
+            "train_start": [w.train_start for w in windows],
+            "train_end": [w.trained_through for w in windows],
         }
     )
 
 
-@dataclass
-class ForecastSystem:
-    """Members, the two ensembles and the conformal calibration that wraps them all."""
-
-    members: dict[str, Forecaster]
-    stack: StackingEnsemble
-    weights: dict[str, float]
-    conformal: SplitConformal
-    recent_vol: pd.DataFrame
-    mc_samples: int
-
-    def point_predictions(self, view: PanelData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        """(members + both ensembles, per-member contributions to the stacked ensemble,
-        interval scale) on a view."""
-        members = member_predictions(self.members, view)
-        stacked, contributions = self.stack.predict(members)
-        weighted, _ = combine(members, self.weights, name=WEIGHTED_ENSEMBLE)
-        samples = mc_dropout_samples(self.members, view, self.mc_samples)
-        scale = interval_scale(members, self.recent_vol, samples)
-        points = pd.concat([members, stacked[members.columns], weighted[members.columns]])
-        return points.reset_index(drop=True), contributions, scale
-
-
-def fit_forecast_system(
-    members: Mapping[str, Forecaster],
-    train: PanelData,
-    valid: PanelData,
-    calibration: PanelData,
+def serve(
+    champions: Mapping[str, Forecaster],
+    challengers: Mapping[str, Forecaster],
+    view: PanelData,
     recent_vol: pd.DataFrame,
-    levels: tuple[float, ...] = (0.8, 0.9),
-    mc_samples: int = 10,
-) -> ForecastSystem:
-    """Fit the stacking meta-model on `valid` (out of fold) and conformal on `calibration`."""
-    oof = member_predictions(members, valid).merge(valid.labels_frame(), on=list(ROW_KEY))
-    stack = StackingEnsemble().fit(oof.assign(fold=0), holdout_fold(train))
-    metrics = {name: model.metrics for name, model in members.items()}
-    weights = validation_weights(metrics, method="rank_ic")
-    system = ForecastSystem(
-        dict(members), stack, weights, SplitConformal(levels=levels), recent_vol, mc_samples
-    )
-    points, _, scale = system.point_predictions(calibration)
-    rows = points.merge(scale, on=list(ROW_KEY)).merge(calibration.labels_frame(), on=list(ROW_KEY))
-    system.conformal.fit(rows)
-    return system
-
-
-def evaluate_coverage(
-    system: ForecastSystem, evaluation: PanelData, levels: tuple[float, ...]
+    fit: EnsembleFit,
+    level: float,
+    versions: Mapping[str, str],
+    trained_through: Mapping[str, pd.Timestamp],
+    mc_samples: int = 0,
 ) -> pd.DataFrame:
-    """PICP and normalised width per model, horizon and level on labelled rows of `evaluation`."""
-    points, _, scale = system.point_predictions(evaluation)
-    rows = points.merge(scale, on=list(ROW_KEY)).merge(evaluation.labels_frame(), on=list(ROW_KEY))
-    tables = []
-    for level in levels:
-        with_interval = system.conformal.interval(rows, level)
-        tables.append(coverage_table(with_interval, target="fwd_return"))
-    return pd.concat(tables, ignore_index=True)
-
-
-def calibration_windows(
-    panel: PanelData, train_end: pd.Timestamp, calibration_days: int
-) -> tuple[PanelData, PanelData]:
-    """(calibration view: first `calibration_days` dates after train_end; evaluation view:
-    the rest), both restricted to samples with labels."""
-    after = panel.dates[panel.dates > pd.Timestamp(train_end)]
-    if len(after) <= calibration_days:
+    """The served predictions (`PREDICTIONS` contract) of the champions, their stacked
+    ensemble and the challengers that shadow them, on the view's dates."""
+    if tuple(sorted(champions)) != tuple(sorted(fit.members)):
         raise ValueError(
-            f"only {len(after)} dates after train_end {pd.Timestamp(train_end).date()}; "
-            f"calibration needs more than {calibration_days}"
+            f"the ensemble was fitted for members {sorted(fit.members)}, but the champions are "
+            f"{sorted(champions)}: materialize serving_ensemble after the model assets"
         )
-    split = after[calibration_days]
-    labelled = np.isfinite(panel.targets).any(axis=2)
-    calibration = panel.select(after[0], after[calibration_days - 1]).view(labelled)
-    return calibration, panel.select(split).view(labelled)
+    points, scale = member_forecasts(champions, view, recent_vol, mc_samples)
+    shadows = None
+    if challengers:
+        named = {challenger_model(family): model for family, model in challengers.items()}
+        shadows = member_predictions(named, view)
+    rows = forecast_rows(
+        points, scale, fit, level, versions, trained_through, fold="serving", shadows=shadows
+    )
+    return conform(rows[list(PREDICTIONS.required)], PREDICTIONS)
 
 
-def every_nth_date(view: PanelData, n: int) -> PanelData:
-    """The view on every `n`-th of its sample dates (coverage on a thinned window is cheaper
-    and, the rows being out of sample, no less honest)."""
-    rows = np.flatnonzero(view.sample_mask.any(axis=1))
-    keep = np.zeros(len(view.dates), bool)
-    keep[rows[:: max(n, 1)]] = True
-    return view.view(keep[:, None])
+# -- versions of what serves ----------------------------------------------------------------
+
+ENSEMBLE = "ensemble"
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def publish_ensemble(
+    registry: ModelRegistry, fit: EnsembleFit, provenance: Mapping[str, str]
+) -> tuple[ModelVersion, str]:
+    """Log an ensemble fit as an MLflow run and register it as the new champion version of
+    `finpipe-ensemble` (it is fitted on the newest labelled out-of-sample history, so a newer
+    one always replaces the last); returns (the version, the run id)."""
+    tags = {"finpipe.kind": "ensemble", **provenance}
+    name = f"ensemble as of {fit.window.as_of.date()}"
+    with registry.run(name, tags, {"members": ",".join(fit.members)}) as run_id:
+        registry.log_metrics(run_id, fit.history)
+        registry.log_bytes(
+            run_id, ENSEMBLE_FILE, json.dumps(fit.to_dict(), indent=1).encode(), MODEL_ARTIFACTS
+        )
+    version = registry.register(ENSEMBLE, run_id, {**window_tags(fit.window), **provenance})
+    registry.set_alias(ENSEMBLE, CHAMPION, version.version)
+    return version, run_id
+
+
+@dataclass
+class ServedModels:
+    """The champion of every served family, the challengers shadowing them, the champion
+    ensemble fit, and each model's version and `trained_through` (by predictions `model`)."""
+
+    champions: dict[str, Forecaster]
+    challengers: dict[str, Forecaster]
+    ensemble: EnsembleFit
+    versions: dict[str, str]
+    trained_through: dict[str, pd.Timestamp]
+
+
+class MissingModelError(FileNotFoundError):
+    """A served family or the ensemble has no champion version in the registry."""
+
+
+def load_served(registry: ModelRegistry, families: Sequence[str]) -> ServedModels:
+    """What serves now, from the registry's aliases; raises MissingModelError naming the
+    asset to materialize when a configured family or the ensemble has no champion."""
+    champions, challengers, versions, through = {}, {}, {}, {}
+    for family in families:
+        champion = registry.by_alias(family, CHAMPION)
+        if champion is None:
+            raise MissingModelError(
+                f"{family} is in training.families but has no champion version in the "
+                f"registry ({registry.tracking_uri}): materialize model_{family}"
+            )
+        champions[family] = load_version(registry, champion)
+        versions[family] = champion.uri
+        through[family] = champion.date("trained_through")
+        challenger = registry.by_alias(family, CHALLENGER)
+        if challenger is not None:
+            name = challenger_model(family)
+            challengers[family] = load_version(registry, challenger)
+            versions[name] = challenger.uri
+            through[name] = challenger.date("trained_through")
+    version = registry.by_alias(ENSEMBLE, CHAMPION)
+    if version is None:
+        raise MissingModelError(
+            f"the ensemble has no champion version in the registry ({registry.tracking_uri}): "
+            "materialize serving_ensemble"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = registry.download(version, tmp)
+        fit = EnsembleFit.from_dict(json.loads((folder / ENSEMBLE_FILE).read_text()))
+    versions[STACKED_ENSEMBLE] = version.uri
+    return ServedModels(champions, challengers, fit, versions, through)

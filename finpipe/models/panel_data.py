@@ -13,7 +13,11 @@ over these arrays are in `finpipe.models.windows`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,6 +185,67 @@ class PanelData:
             }
         )
         return frame[np.isfinite(values)].reset_index(drop=True)
+
+
+PANEL_ARRAYS = ("features", "targets", "label_end", "sample_mask")
+PANEL_META = "panel.json"
+
+
+def panel_fingerprint(panel: PanelData) -> str:
+    """A short hash of what a panel holds: dates, tickers, features, horizons and every
+    feature's and label's column sum (cheap, and it moves when any value does)."""
+    digest = hashlib.sha256()
+    for part in (
+        panel.dates.asi8.tobytes(),
+        "\n".join(map(str, panel.tickers)).encode(),
+        "\n".join(panel.feature_names).encode(),
+        np.asarray(panel.horizons, np.int64).tobytes(),
+        np.nansum(panel.features, axis=(0, 1), dtype=np.float64).tobytes(),
+        np.nansum(panel.targets, axis=(0, 1), dtype=np.float64).tobytes(),
+        panel.sample_mask.sum(axis=0).tobytes(),
+    ):
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def save_panel(panel: PanelData, folder: str | os.PathLike[str]) -> str:
+    """Write a panel's arrays (`.npy`) and index (`panel.json`) into a new folder; returns
+    its fingerprint, which the index records."""
+    path = Path(folder)
+    path.mkdir(parents=True)
+    for name in PANEL_ARRAYS:
+        np.save(path / f"{name}.npy", getattr(panel, name))
+    fingerprint = panel_fingerprint(panel)
+    meta = {
+        "fingerprint": fingerprint,
+        "dates": [str(d.date()) for d in panel.dates],
+        "tickers": [str(t) for t in panel.tickers],
+        "feature_names": list(panel.feature_names),
+        "horizons": list(panel.horizons),
+    }
+    (path / PANEL_META).write_text(json.dumps(meta))
+    return fingerprint
+
+
+def panel_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The index `save_panel` wrote (fingerprint, dates, tickers, features, horizons)."""
+    return json.loads((Path(folder) / PANEL_META).read_text())
+
+
+def load_panel(folder: str | os.PathLike[str], mmap: bool = True) -> PanelData:
+    """A panel written by `save_panel`; with `mmap` its arrays are memory-mapped read-only,
+    so every step that loads it shares the pages instead of copying the data."""
+    path = Path(folder)
+    meta = panel_meta(path)
+    mode = "r" if mmap else None
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode=mode) for name in PANEL_ARRAYS}
+    return PanelData(
+        dates=pd.DatetimeIndex(pd.to_datetime(meta["dates"])).as_unit("ns"),
+        tickers=pd.Index(meta["tickers"], dtype=object),
+        feature_names=tuple(meta["feature_names"]),
+        horizons=tuple(int(h) for h in meta["horizons"]),
+        **arrays,
+    )
 
 
 def _label_arrays(

@@ -1,9 +1,9 @@
-"""Train one model family on the research period: the step each model asset runs.
+"""Train one model family on a fit window of the time plan: what each model asset and
+each replay fold runs.
 
-The panel is split at `train_end`: everything the model learns from (training and
-validation) has labels that end on or before it; the out-of-sample period starts after
-it. Inside the research period the last `valid_fraction` of dates is held out for early
-stopping, purged and embargoed by the longest horizon (see `panel.time_split`).
+The window (`finpipe.core.time_plan.FitWindow`) says which dates the model fits on and
+which recent tail it early-stops on; everything it learns from ends before the window's
+label cutoff.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finpipe.models.base import Forecaster, ProgressCallback
-from finpipe.models.panel_data import PanelData, time_split
+from finpipe.core.time_plan import FitWindow
+from finpipe.models.base import Forecaster, LeakageError, ProgressCallback
+from finpipe.models.panel_data import NO_LABEL_END, PanelData
 from finpipe.models.registry import create_model
 
 
@@ -33,21 +34,26 @@ class TrainingRun:
     device: str
 
 
-def research_split(panel: PanelData, train_end: pd.Timestamp) -> tuple[PanelData, PanelData]:
-    """(research period whose labels end by `train_end`, out-of-sample period after it)."""
-    later = panel.dates > pd.Timestamp(train_end)
-    if not later.any():
-        return panel, panel.view(np.zeros_like(panel.sample_mask))
-    return time_split(panel, valid_start=panel.dates[np.argmax(later)])
+def window_views(panel: PanelData, window: FitWindow) -> tuple[PanelData, PanelData]:
+    """(dates to fit on, early-stopping tail) of a fit window of the time plan.
 
-
-def train_valid_split(
-    panel: PanelData, train_end: pd.Timestamp, valid_fraction: float
-) -> tuple[PanelData, PanelData]:
-    """(training view, validation tail) of the research period: what every member trains
-    and early-stops on, and so what the stacking fit and tuning must reuse."""
-    research, _ = research_split(panel, train_end)
-    return time_split(research, valid_fraction=valid_fraction)
+    Raises LeakageError if any label of either view ends on or after the window's label
+    cutoff: the plan guarantees it cannot, so one that does means the labels do not match
+    the plan's calendar.
+    """
+    dates = panel.dates
+    fit = panel.view(((dates >= window.train_start) & (dates <= window.fit_end))[:, None])
+    tail = panel.view(((dates >= window.valid_start) & (dates <= window.valid_end))[:, None])
+    for view in (fit, tail):
+        ends = view.label_end[view.sample_mask]
+        ends = ends[ends != NO_LABEL_END]
+        if len(ends) and ends.max() >= window.label_cutoff.value:
+            raise LeakageError(
+                f"{window.name}: a training label ends {pd.Timestamp(ends.max()).date()}, on or "
+                f"after the label cutoff {window.label_cutoff.date()} of the fit at "
+                f"{window.as_of.date()}; the labels do not match the time plan's calendar"
+            )
+    return fit, tail
 
 
 def parameter_count(model: Forecaster) -> int | None:
@@ -65,7 +71,7 @@ def train_family(
     params: dict[str, Any],
     progress: ProgressCallback | None = None,
 ) -> TrainingRun:
-    """Fit family `name` on `train`, early-stopping on `valid` (see `train_valid_split`)."""
+    """Fit family `name` on `train`, early-stopping on `valid` (see `window_views`)."""
     started = time.perf_counter()
     model = create_model(name, horizons=list(train.horizons), **params)
     model.fit(train, valid, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,13 @@ def tune(
     seed: int = 0,
     n_startup_trials: int = 5,
     n_warmup_steps: int = 2,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> dict[str, Any]:
     """Tune `family` until the study holds `n_trials` finished trials; return the best params.
 
     The returned dict is `base_params` updated with the best trial's values, ready for
-    `create_model(family, **params)`. `timeout` (seconds) bounds this call's run time.
+    `create_model(family, **params)`. `timeout` (seconds) bounds this call's run time;
+    `callbacks` see every finished trial (e.g. to log it to MLflow).
     """
     base = {k: v for k, v in (base_params or {}).items() if k != "checkpoint_dir"}
     klass = model_class(family)
@@ -95,7 +98,13 @@ def tune(
         return float(model.metrics["valid_loss"])
 
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(TrainingFailedError,))
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            catch=(TrainingFailedError,),
+            callbacks=list(callbacks),
+        )
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise RuntimeError(f"study {study.study_name!r} has no completed trial to choose from")
     best = study.best_trial

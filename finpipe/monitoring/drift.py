@@ -7,8 +7,10 @@ Feature drift per column compares the recent window with the training reference:
   < 0.1 stable, 0.1-0.25 moderate, > 0.25 significant;
 * the two-sample Kolmogorov-Smirnov test (statistic and p-value).
 
-Live performance compares the realised daily rank IC and directional accuracy of the
-prediction history with the model's validation level. Drift is declared when the share of
+Live performance compares the realised daily rank IC and directional accuracy of every
+served model in the prediction history (members, ensemble and challengers) with its
+recent out-of-sample level in the replay; the feature reference is the data the serving
+models trained on, so a retrain can end a drift episode. Drift is declared when the share of
 features with significant PSI and a KS p-value below the threshold exceeds
 `max_drifted_share`, or when live rank IC falls `ic_drop` below validation over at least
 `min_live_dates` dates. Consecutive detections form one episode, named by its first date.
@@ -17,12 +19,15 @@ features with significant PSI and a KS p-value below the threshold exceeds
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from finpipe.core.metrics import daily_rank_ic
+from finpipe.models.panel_data import PanelData
+from finpipe.models.versions import base_model
 
 PSI_FLOOR = 1e-4
 PSI_BANDS = ((0.1, "stable"), (0.25, "moderate"), (np.inf, "significant"))
@@ -153,3 +158,72 @@ def drift_episode(previous: str | None, detected: bool, as_of: pd.Timestamp) -> 
     if not detected:
         return None
     return previous or pd.Timestamp(as_of).strftime("%Y-%m-%d")
+
+
+@dataclass
+class DriftReport:
+    """A drift report: per-feature drift, live performance against the recent
+    out-of-sample level, the verdict and the episode it belongs to."""
+
+    features: pd.DataFrame
+    live: pd.DataFrame
+    verdict: DriftAssessment
+    episode: str | None
+    reference: tuple[pd.Timestamp, pd.Timestamp]
+    recent: tuple[pd.Timestamp, pd.Timestamp]
+
+
+def feature_rows(panel: PanelData, start: Any, end: Any, limit: int | None = None) -> pd.DataFrame:
+    """The panel's feature rows dated in [start, end] as a frame (a seeded sample of at most
+    `limit` rows)."""
+    view = panel.select(start, end)
+    d_idx, t_idx = view.sample_index()
+    if limit is not None and len(d_idx) > limit:
+        keep = np.sort(np.random.default_rng(0).choice(len(d_idx), limit, replace=False))
+        d_idx, t_idx = d_idx[keep], t_idx[keep]
+    return pd.DataFrame(panel.features[d_idx, t_idx], columns=list(panel.feature_names))
+
+
+def recent_rank_ics(replay: pd.DataFrame, labels: pd.DataFrame, start: Any) -> dict[str, float]:
+    """`<model>|<horizon>` -> mean daily rank IC of the replay's labelled rows from `start`:
+    the out-of-sample level live performance is held against (challengers take their
+    family's)."""
+    rows = replay[replay["date"] >= pd.Timestamp(start)].merge(
+        labels[["date", "ticker", "horizon", "fwd_return"]], on=["date", "ticker", "horizon"]
+    )
+    out = {}
+    for (model, horizon), part in rows.groupby(["model", "horizon"], sort=True):
+        ic = daily_rank_ic(part["prediction"], part["fwd_return"], part["date"])
+        out[f"{model}|{int(horizon)}"] = float(ic.mean()) if len(ic) else float("nan")
+    return out
+
+
+def build_drift_report(
+    panel: PanelData,
+    reference: tuple[Any, Any],
+    recent_days: int,
+    reference_rows: int,
+    history: pd.DataFrame,
+    out_of_sample_ic: dict[str, float],
+    thresholds: DriftThresholds,
+    previous_episode: str | None,
+) -> DriftReport:
+    """Drift of the last `recent_days` dates of every feature against the dates the serving
+    models trained on (`reference`), live rank IC of every served model (ensemble and
+    challengers included) against its recent out-of-sample level, and the episode."""
+    start, end = (pd.Timestamp(d) for d in reference)
+    recent_start = panel.dates[-min(recent_days, len(panel.dates))]
+    table = feature_drift(
+        feature_rows(panel, start, end, reference_rows),
+        feature_rows(panel, recent_start, panel.dates[-1]),
+        list(panel.feature_names),
+    )
+    pairs = history[["model", "horizon"]].drop_duplicates()
+    levels = {
+        f"{model}|{horizon}": out_of_sample_ic.get(f"{base_model(model)}|{horizon}", np.nan)
+        for model, horizon in pairs.itertuples(index=False)
+    }
+    live = live_performance(history, levels)
+    verdict = assess_drift(table, live, thresholds)
+    episode = drift_episode(previous_episode, verdict.detected, panel.dates[-1])
+    return DriftReport(table, live, verdict, episode, (start, end), (recent_start, panel.dates[-1]))

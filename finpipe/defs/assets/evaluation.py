@@ -1,129 +1,193 @@
-"""Group `evaluation`: walk-forward out-of-sample predictions, fanned out one step per fold
-(Dagster runs them in parallel under the multiprocess or k8s executors), and the backtest
+"""Group `evaluation`: the walk-forward replay of the served procedure, fanned out one step
+per fold (Dagster runs them in parallel under the multiprocess or k8s executors; a fold
+already stored with the same fingerprint is reused), the leak gate on it, and the backtest
 report with baselines, regimes and significance."""
 
-import base64
+import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from finpipe.core.contracts import PRICES
+from finpipe.core.contracts import LABELS, PRICES, REPLAY
+from finpipe.core.provenance import code_fingerprint
+from finpipe.core.storage import ParquetStore
 from finpipe.data.ingest import read_table
-from finpipe.defs.assets.models import load_research_frames, research_panel
-from finpipe.defs.resources import EvaluationSettings, ResearchSettings, StorageResource
-from finpipe.evaluation.backtest import BacktestConfig, run_backtest, with_baselines
-from finpipe.evaluation.reports import PLOTS, render_markdown, render_plots, write_report
-from finpipe.evaluation.walk_forward import (
-    Fold,
-    label_end_by_date,
-    run_fold,
-    validation_weighted_combiner,
-    walk_forward_splits,
+from finpipe.defs.assets.features import labels, time_plan
+from finpipe.defs.assets.ingest import benchmark_prices, raw_prices
+from finpipe.defs.metadata import contract_schema, embedded_png, md_table
+from finpipe.defs.resources import (
+    EvaluationSettings,
+    ForecastSettings,
+    RegistryResource,
+    StorageResource,
+    TrainingSettings,
 )
+from finpipe.evaluation.backtest import BacktestConfig, run_backtest, with_baselines
+from finpipe.evaluation.reports import (
+    PLOTS,
+    render_plots,
+    summary_tables_markdown,
+    write_report,
+)
+from finpipe.evaluation.walk_forward import (
+    FoldForecasts,
+    ensemble_weights,
+    fold_fingerprint,
+    fold_forecasts,
+    fold_summary,
+    procedure_text,
+    replay,
+)
+from finpipe.forecasting.uncertainty import recent_volatility
+from finpipe.models.trainer import training_curve_png
 
 GROUP = "evaluation"
+FOLDS = ("evaluation", "folds")
+REPLAY_PATH = ("evaluation", "replay")
 
 
-def plan(
-    frame: pd.DataFrame,
-    label_frame: pd.DataFrame,
-    research: ResearchSettings,
-    evaluation: EvaluationSettings,
-) -> list[Fold]:
-    """The walk-forward folds over the test period that starts after `train_end`."""
-    train_end = research.train_end_date(frame["date"])
-    dates = pd.DatetimeIndex(frame["date"].unique()).sort_values()
-    return walk_forward_splits(
-        dates,
-        label_end_by_date(label_frame),
-        first_test=dates[dates > train_end][0],
-        retrain_every=evaluation.retrain_every,
-        window=evaluation.window,
-        train_days=evaluation.train_days or None,
-        embargo=evaluation.embargo,
-    )
+def fold_families(training: TrainingSettings) -> dict[str, dict[str, Any]]:
+    """The families every fold trains, with their parameters (as configured: tuned values
+    come from the research period and are written into the config to be replayed)."""
+    return {family: training.params_for(family) for family in sorted(training.families)}
+
+
+def read_fold(store: ParquetStore, name: str, window) -> FoldForecasts:
+    points = store.read(*FOLDS, f"{name}_points")
+    scale = store.read(*FOLDS, f"{name}_scale")
+    validation = json.loads(store.read_metadata(*FOLDS, f"{name}_points")["validation"])
+    return FoldForecasts(window, points, scale, validation)
 
 
 @dg.op(
-    ins={"features_ready": dg.In(dg.Nothing), "labels_ready": dg.In(dg.Nothing)},
-    out=dg.DynamicOut(int),
+    ins={name: dg.In(dg.Nothing) for name in ("plan", "panel", "labels", "prices")},
+    out=dg.DynamicOut(str),
 )
-def plan_folds(
-    context: dg.OpExecutionContext,
-    storage: StorageResource,
-    research: ResearchSettings,
-    evaluation: EvaluationSettings,
-):
-    """One dynamic output per fold, so each fold is its own step."""
-    folds = plan(*load_research_frames(storage.store()), research, evaluation)
+def plan_folds(context: dg.OpExecutionContext, storage: StorageResource):
+    """One dynamic output per fold of the time plan, so each fold is its own step."""
+    plan = storage.read_plan()
     context.log.info(
-        "walk-forward: %d folds, test %s..%s, retrain every %d dates, %s window",
-        len(folds),
-        folds[0].test_start.date(),
-        folds[-1].test_dates[-1].date(),
-        evaluation.retrain_every,
-        evaluation.window,
+        "replay: %d folds from %s, retraining every %d dates; test period from %s",
+        len(plan.folds),
+        plan.folds[0].as_of.date(),
+        plan.settings.retrain_every,
+        plan.test_start.date(),
     )
-    for fold in folds:
-        yield dg.DynamicOutput(fold.index, mapping_key=f"fold_{fold.index:03d}")
+    for fold in plan.folds:
+        yield dg.DynamicOutput(fold.name, mapping_key=fold.name)
 
 
 @dg.op
-def run_walk_forward_fold(
+def run_replay_fold(
     context: dg.OpExecutionContext,
-    fold_index: int,
+    fold: str,
     storage: StorageResource,
-    research: ResearchSettings,
-    evaluation: EvaluationSettings,
+    training: TrainingSettings,
+    forecasting: ForecastSettings,
+    registry: RegistryResource,
 ) -> str:
-    """Train every evaluated family on the fold's purged window and predict its test dates."""
+    """Train every family on the fold's window and predict its dates, unless a stored fold
+    with the same fingerprint already covers them; every trained fold is an MLflow run."""
     store = storage.store()
-    frame, label_frame = load_research_frames(store)
-    fold = plan(frame, label_frame, research, evaluation)[fold_index]
-    panel, _ = research_panel(frame, label_frame, research)
-    models = {
-        family: {"family": family, **evaluation.params_for(family)}
-        for family in evaluation.families
-    }
-    result = run_fold(fold, panel, models, validation_weighted_combiner())
-    context.log.info(
-        "fold %d: trained on %d dates to %s, predicted %s..%s (%d rows)",
-        fold.index,
-        len(fold.train_dates),
-        fold.train_dates[-1].date(),
-        fold.test_start.date(),
-        fold.test_dates[-1].date(),
-        len(result.predictions),
+    plan = storage.read_plan()
+    window = plan.fold(fold)
+    panel = storage.read_panel()
+    families = fold_families(training)
+    extra = {"code": code_fingerprint(), "mc_samples": forecasting.mc_samples}
+    fingerprint = fold_fingerprint(window, families, panel.feature_names, extra)
+    stored = store.read_metadata(*FOLDS, f"{fold}_points")
+    if stored.get("fingerprint") == fingerprint and stored.get("predicted_through") == str(
+        window.predict_end.date()
+    ):
+        context.log.info("%s: stored with the same fingerprint, reused", fold)
+        return fold
+    prices = read_table(store, "prices", PRICES)
+
+    def log_epoch(record: dict[str, Any]) -> None:
+        context.log.info(
+            "%s %s epoch %d: valid %.5f",
+            fold,
+            record["family"],
+            record["epoch"],
+            record.get("valid_loss", float("nan")),
+        )
+
+    forecasts, runs = fold_forecasts(
+        window, panel, families, recent_volatility(prices), forecasting.mc_samples, log_epoch
     )
-    name = f"fold_{fold.index:03d}"
-    store.write(result.predictions, "evaluation", "folds", f"{name}_predictions")
-    store.write(result.weights, "evaluation", "folds", f"{name}_weights")
-    store.write(result.validation, "evaluation", "folds", f"{name}_validation")
-    return name
+    tracker = registry.registry(storage)
+    tags = {"finpipe.kind": "replay_fold", "finpipe.fold": fold, "code_version": extra["code"]}
+    with tracker.run(f"replay {fold}", tags, {"families": list(families)}) as run_id:
+        for family, run in runs.items():
+            tracker.log_metrics(run_id, {f"{family}.{k}": v for k, v in run.model.metrics.items()})
+            tracker.log_history(run_id, run.model.history, prefix=f"{family}.")
+            png = training_curve_png(run.model.history, f"{family} {fold}")
+            if png is not None:
+                tracker.log_bytes(run_id, f"{family}_training_curve.png", png)
+    metadata = {
+        "fingerprint": fingerprint,
+        "predicted_through": str(window.predict_end.date()),
+        "validation": json.dumps(forecasts.validation, default=float),
+        "mlflow_run": run_id,
+        "dagster_run": context.run_id,
+    }
+    store.write(forecasts.scale, *FOLDS, f"{fold}_scale")
+    store.write(forecasts.points, *FOLDS, f"{fold}_points", metadata=metadata)
+    context.log.info(
+        "%s: trained %s on %s..%s, predicted %s..%s (%d rows)",
+        fold,
+        list(families),
+        window.train_start.date(),
+        window.valid_end.date(),
+        window.predict_start.date(),
+        window.predict_end.date(),
+        len(forecasts.points),
+    )
+    return fold
 
 
 @dg.op
-def collect_folds(
-    context: dg.OpExecutionContext, fold_names: list[str], storage: StorageResource
+def collect_replay(
+    context: dg.OpExecutionContext,
+    folds: list[str],
+    storage: StorageResource,
+    training: TrainingSettings,
+    forecasting: ForecastSettings,
 ) -> dg.Output:
-    """Concatenate the folds' out-of-sample predictions over the whole test period."""
+    """Serve every fold in date order from the history of the folds before it: stacking
+    weights, conformal intervals and versions, exactly as the serving fit does."""
     store = storage.store()
-    names = sorted(fold_names)
-    predictions = pd.concat([store.read("evaluation", "folds", f"{n}_predictions") for n in names])
-    weights = pd.concat([store.read("evaluation", "folds", f"{n}_weights") for n in names])
-    path = store.write(predictions.reset_index(drop=True), "evaluation", "walk_forward_predictions")
-    store.write(weights.reset_index(drop=True), "evaluation", "ensemble_weights")
-    context.log.info("walk-forward: %d out-of-sample rows in %s", len(predictions), path)
+    plan = storage.read_plan()
+    stored = [read_fold(store, name, plan.fold(name)) for name in folds]
+    reused = [
+        name
+        for name in folds
+        if store.read_metadata(*FOLDS, f"{name}_points").get("dagster_run") != context.run_id
+    ]
+    label_frame = store.read("features", "labels")[list(LABELS.required)]
+    rows, fits = replay(stored, label_frame, tuple(forecasting.levels), forecasting.interval_level)
+    for fit in fits:
+        for note in fit.notes:
+            context.log.info("replay %s: %s", fit.window.name, note)
+    path = store.write(rows, *REPLAY_PATH)
+    store.write(fold_summary(fits), "evaluation", "replay_folds")
+    store.write(ensemble_weights(fits), "evaluation", "ensemble_weights")
+    context.log.info("replay: %d rows over %d folds in %s", len(rows), len(fits), path)
     return dg.Output(
         None,
         metadata={
-            "folds": dg.MetadataValue.int(len(names)),
-            "models": dg.MetadataValue.json(sorted(predictions["model"].unique())),
-            "first_date": dg.MetadataValue.text(str(predictions["date"].min().date())),
-            "last_date": dg.MetadataValue.text(str(predictions["date"].max().date())),
-            "dagster/row_count": dg.MetadataValue.int(len(predictions)),
+            "folds": dg.MetadataValue.int(len(fits)),
+            "folds_reused": dg.MetadataValue.json(reused),
+            "families": dg.MetadataValue.json(sorted(training.families)),
+            "first_date": dg.MetadataValue.text(str(rows["date"].min().date())),
+            "last_date": dg.MetadataValue.text(str(rows["date"].max().date())),
+            "test_start": dg.MetadataValue.text(str(plan.test_start.date())),
+            "procedure": dg.MetadataValue.md(procedure_text(plan, sorted(training.families))),
+            "dagster/row_count": dg.MetadataValue.int(len(rows)),
+            **contract_schema(REPLAY),
             "path": dg.MetadataValue.path(path),
         },
     )
@@ -132,31 +196,39 @@ def collect_folds(
 @dg.graph_asset(
     group_name=GROUP,
     ins={
-        "features_ready": dg.AssetIn(key="features", dagster_type=dg.Nothing),
+        "plan_ready": dg.AssetIn(key="time_plan", dagster_type=dg.Nothing),
+        "panel_ready": dg.AssetIn(key="model_panel", dagster_type=dg.Nothing),
         "labels_ready": dg.AssetIn(key="labels", dagster_type=dg.Nothing),
+        "prices_ready": dg.AssetIn(key="raw_prices", dagster_type=dg.Nothing),
     },
 )
-def walk_forward_predictions(features_ready, labels_ready):
-    """Out-of-sample predictions of every evaluated family and their ensemble over the test
-    period, retrained every `evaluation.retrain_every` dates, purged and embargoed."""
-    folds = plan_folds(features_ready=features_ready, labels_ready=labels_ready)
-    return collect_folds(folds.map(run_walk_forward_fold).collect())
+def walk_forward_predictions(plan_ready, panel_ready, labels_ready, prices_ready):
+    """The served procedure replayed at every retrain date of the time plan: members,
+    stacked ensemble and calibrated intervals, out of sample, over the research and test
+    periods (its leak gate, a blocking check, runs before anything downstream)."""
+    folds = plan_folds(plan=plan_ready, panel=panel_ready, labels=labels_ready, prices=prices_ready)
+    return collect_replay(folds.map(run_replay_fold).collect())
 
 
-def embedded_png(name: str, png: bytes) -> str:
-    return f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
-@dg.asset(group_name=GROUP, deps=[walk_forward_predictions], kinds={"html"})
+@dg.asset(
+    group_name=GROUP,
+    deps=[walk_forward_predictions, labels, raw_prices, benchmark_prices, time_plan],
+    kinds={"html"},
+    code_version="2",
+)
 def backtest_report(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
+    training: TrainingSettings,
     evaluation: EvaluationSettings,
 ) -> dg.MaterializeResult:
-    """Walk-forward backtest beside the baselines, net of costs, by regime, with uncertainty:
-    an HTML report, a Markdown summary, PNG plots and metric tables (JSON and Parquet)."""
+    """The replay's test period beside the baselines, net of costs, by regime, with
+    uncertainty and interval coverage per year: an HTML report, a Markdown summary, PNG
+    plots and metric tables (JSON and Parquet)."""
     store = storage.store()
-    oos = store.read("evaluation", "walk_forward_predictions")
+    plan = storage.read_plan()
+    rows = read_replay(storage)
+    oos = rows[rows["date"] >= plan.test_start]
     prices = read_table(store, "prices", PRICES)
     benchmark = read_table(store, "benchmark", PRICES)
     config = BacktestConfig(
@@ -172,27 +244,31 @@ def backtest_report(
         benchmark=benchmark if not benchmark.empty else None,
         weights=store.read("evaluation", "ensemble_weights"),
         config=config,
+        folds=store.read("evaluation", "replay_folds"),
+        procedure=procedure_text(plan, sorted(training.families)),
     )
+    plots = render_plots(result)
     if "://" in storage.root:
         with tempfile.TemporaryDirectory() as tmp:
-            write_report(result, tmp, evaluation.report_title)
+            write_report(result, tmp, evaluation.report_title, plots)
             folder = store.put_folder(tmp, "reports", "backtest")
     else:
         folder = str(storage.local_folder("reports", "backtest"))
-        write_report(result, folder, evaluation.report_title)
+        write_report(result, folder, evaluation.report_title, plots)
     report = Path(folder) / "report.html"
     context.log.info("backtest report: %s", report)
-    plots = render_plots(result)
-    key_plots = {k: v for k, v in plots.items() if k in evaluation.metadata_plots}
-    tables = render_markdown(result, dict.fromkeys(PLOTS, ""), evaluation.report_title)
-    summary = tables.split("## Plots")[0] + "## Key plots\n\n"
-    summary += "\n\n".join(embedded_png(k, v) for k, v in key_plots.items())
-    perf = result.performance
+    key_plots = [embedded_png(k, plots[k]) for k in PLOTS if k in evaluation.metadata_plots]
+    summary = summary_tables_markdown(result, evaluation.report_title)
+    summary += "\n## Key plots\n\n" + "\n\n".join(key_plots)
+    ensemble = result.forecast[result.forecast["model"] == "ensemble"]
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md(summary),
             "report": dg.MetadataValue.path(str(report)),
-            "strategies": dg.MetadataValue.int(len(perf)),
+            "strategies": dg.MetadataValue.int(len(result.performance)),
+            "ensemble_rank_ic": md_table(
+                ensemble[["horizon", "rank_ic", "rank_ic_t", "directional_accuracy"]]
+            ),
             "test_start": dg.MetadataValue.text(str(oos["date"].min().date())),
             "test_end": dg.MetadataValue.text(str(oos["date"].max().date())),
         }
@@ -200,3 +276,13 @@ def backtest_report(
 
 
 EVALUATION_ASSETS = [walk_forward_predictions, backtest_report]
+
+
+def read_replay(storage: StorageResource) -> pd.DataFrame:
+    """The stored replay (what walk_forward_predictions wrote)."""
+    rows = storage.store().read(*REPLAY_PATH)
+    if rows is None:
+        raise FileNotFoundError(
+            "the replay is not stored yet: materialize walk_forward_predictions"
+        )
+    return rows

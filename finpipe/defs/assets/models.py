@@ -1,58 +1,54 @@
-"""Group `models`: one asset per registered model family (an asset factory over the registry),
-so each family trains, retries and scales out on its own; group `tuning`: Optuna studies."""
+"""Group `models`: one asset per registered model family (an asset factory over the registry)
+that trains the serving model on the time plan's serving window and registers it in MLflow,
+and the serving ensemble (stacking weights and conformal calibration from the replay's
+out-of-sample history); group `tuning`: Optuna studies on the research period."""
 
-import base64
 import json
-import tempfile
 from typing import Any
 
 import dagster as dg
+import optuna
 import pandas as pd
 
-from finpipe.core.storage import ParquetStore
-from finpipe.defs.assets.features import features, labels
-from finpipe.defs.resources import ResearchSettings, StorageResource, TrainingSettings
-from finpipe.models import PanelData
-from finpipe.models.registry import is_pytorch_family, list_models, model_class
-from finpipe.models.trainer import train_family, train_valid_split, training_curve_png
+from finpipe.core.contracts import LABELS
+from finpipe.core.provenance import code_fingerprint
+from finpipe.defs.assets.evaluation import read_replay, walk_forward_predictions
+from finpipe.defs.assets.features import labels, model_panel, time_plan
+from finpipe.defs.metadata import embedded_png
+from finpipe.defs.resources import (
+    ForecastSettings,
+    RegistryResource,
+    StorageResource,
+    TrainingSettings,
+)
+from finpipe.forecasting.system import (
+    fit_ensemble,
+    fold_windows,
+    known_history,
+    publish_ensemble,
+)
+from finpipe.models.registry import FAMILIES, is_pytorch_family, list_models
+from finpipe.models.trainer import train_family, training_curve_png, window_views
 from finpipe.models.tuning import tune
+from finpipe.models.versions import (
+    CHAMPION,
+    publish_training,
+    settle_challenger,
+    window_tags,
+)
 
 GROUP = "models"
 
 
-def load_research_frames(store: ParquetStore) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(stored features, stored labels)."""
-    frame = store.read("features", "features")
-    label_frame = store.read("features", "labels")
-    if frame is None or label_frame is None:
-        raise FileNotFoundError(
-            "features and labels are not stored yet: materialize group features"
-        )
-    return frame, label_frame
-
-
-def research_panel(
-    frame: pd.DataFrame, label_frame: pd.DataFrame, research: ResearchSettings
-) -> tuple[PanelData, Any]:
-    """(panel of features and labels for the configured horizons, train_end)."""
-    panel = PanelData.from_frames(frame, label_frame, horizons=tuple(research.horizons))
-    return panel, research.train_end_date(frame["date"])
-
-
-def load_research_panel(store: ParquetStore, research: ResearchSettings) -> tuple[PanelData, Any]:
-    """`research_panel` of the stored features and labels."""
-    return research_panel(*load_research_frames(store), research)
-
-
-def tuned_params(store: ParquetStore, family: str) -> dict[str, Any]:
+def tuned_params(storage: StorageResource, family: str) -> dict[str, Any]:
     """Best parameters the tune job stored for `family` (empty when it has not run)."""
-    table = store.read("models", "tuned_params")
+    table = storage.store().read("models", "tuned_params")
     if table is None or family not in set(table["family"]):
         return {}
     return json.loads(table.loc[table["family"] == family, "params_json"].iloc[-1])
 
 
-def metric_metadata(metrics: dict[str, float], horizons: list[int]) -> dict[str, dg.MetadataValue]:
+def metric_metadata(metrics: dict[str, float], horizons: tuple[int, ...]) -> dict:
     out = {"valid_loss": dg.MetadataValue.float(float(metrics["valid_loss"]))}
     for h in horizons:
         for key in ("mse", "rank_ic", "rank_ic_se", "directional_accuracy"):
@@ -62,34 +58,110 @@ def metric_metadata(metrics: dict[str, float], horizons: list[int]) -> dict[str,
     return out
 
 
+@dg.asset(group_name="tuning", deps=[model_panel, time_plan], kinds={"optuna", "mlflow"})
+def tuned_params_table(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    training: TrainingSettings,
+    registry: RegistryResource,
+) -> dg.MaterializeResult:
+    """Best parameters per family from a resumable Optuna study (TPE, median pruner), tuned
+    on the research period only: the window of the first test fit, whose every label ends
+    before the research boundary. Every trial is an MLflow run. Model assets use the best
+    parameters where the config sets none."""
+    plan = storage.read_plan()
+    window = plan.fold(next(f.name for f in plan.folds if f.as_of == plan.test_start))
+    train, valid = window_views(storage.read_panel(), window)
+    tracker = registry.registry(storage)
+    rows = []
+    for family in training.tune_families:
+        context.log.info(
+            "tuning %s on %s..%s: %d trials in %s",
+            family,
+            window.train_start.date(),
+            window.valid_end.date(),
+            training.tune_trials,
+            training.optuna_url(storage),
+        )
+
+        def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, f=family) -> None:
+            tags = {"finpipe.family": f, "finpipe.kind": "tuning", "optuna.study": study.study_name}
+            params = trial.user_attrs.get("params", trial.params)
+            with tracker.run(f"{f} trial {trial.number}", tags, params) as run_id:
+                metrics = {k: v for k, v in trial.user_attrs.items() if k.startswith("rank_ic")}
+                if trial.value is not None:
+                    metrics["valid_loss"] = trial.value
+                tracker.log_metrics(run_id, metrics)
+
+        best = tune(
+            family,
+            train,
+            valid,
+            training.optuna_url(storage),
+            n_trials=training.tune_trials,
+            base_params=training.params_for(family),
+            callbacks=[log_trial],
+        )
+        context.log.info("tuning %s: best %s", family, best)
+        rows.append({"family": family, "params_json": json.dumps(best, sort_keys=True)})
+    store = storage.store()
+    table = pd.DataFrame(rows, columns=["family", "params_json"])
+    existing = store.read("models", "tuned_params")
+    if existing is not None:
+        table = pd.concat([existing[~existing["family"].isin(table["family"])], table])
+    store.write(table.reset_index(drop=True), "models", "tuned_params")
+    return dg.MaterializeResult(
+        metadata={
+            "best_params": dg.MetadataValue.json(
+                {r["family"]: json.loads(r["params_json"]) for r in rows}
+            ),
+            "tuned_on": dg.MetadataValue.text(
+                f"{window.train_start.date()}..{window.valid_end.date()} (research period)"
+            ),
+        }
+    )
+
+
 def model_asset(family: str) -> dg.AssetsDefinition:
-    """The asset that trains `family` on the research period and stores it under models/."""
+    """The asset that trains `family` on the serving window, registers the new version and
+    makes it champion or challenger."""
 
     @dg.asset(
         name=f"model_{family}",
         group_name=GROUP,
-        deps=[features, labels],
-        kinds={"pytorch" if is_pytorch_family(family) else "scikitlearn"},
-        description=f"{model_class(family).__doc__ or family}".strip().splitlines()[0],
-        retry_policy=dg.RetryPolicy(max_retries=1),
+        deps=[model_panel, time_plan, tuned_params_table],
+        kinds={"pytorch" if is_pytorch_family(family) else "scikitlearn", "mlflow"},
+        description=FAMILIES[family].summary,
+        code_version="2",
     )
     def _asset(
         context: dg.AssetExecutionContext,
         storage: StorageResource,
-        research: ResearchSettings,
         training: TrainingSettings,
+        forecasting: ForecastSettings,
+        registry: RegistryResource,
     ) -> dg.MaterializeResult:
-        store = storage.store()
-        panel, train_end = load_research_panel(store, research)
-        train, valid = train_valid_split(panel, train_end, training.valid_fraction)
-        params = {**training.params_for(family), **tuned_params(store, family)}
+        if family not in training.families:
+            reason = f"{family} is not in training.families {training.families}: not trained"
+            context.log.info(reason)
+            return dg.MaterializeResult(
+                metadata={"served": dg.MetadataValue.bool(False), "reason": reason}
+            )
+        panel, plan = storage.read_panel(), storage.read_plan()
+        window = plan.serving
+        train, valid = window_views(panel, window)
+        tuned = tuned_params(storage, family)
+        params = {**tuned, **training.params_for(family)}
         if is_pytorch_family(family):
             params.setdefault("checkpoint_dir", storage.checkpoint_dir(family))
         context.log.info(
-            "%s: training on %d samples up to %s with %s",
+            "%s: fitting on %s..%s (%d samples), early-stopping on %s..%s, with %s",
             family,
+            window.train_start.date(),
+            window.fit_end.date(),
             train.n_samples,
-            pd.Timestamp(train_end).date(),
+            window.valid_start.date(),
+            window.valid_end.date(),
             params,
         )
 
@@ -105,33 +177,47 @@ def model_asset(family: str) -> dg.AssetsDefinition:
             )
 
         run = train_family(family, train, valid, params, progress=log_epoch)
-        with tempfile.TemporaryDirectory() as tmp:
-            run.model.save(tmp)
-            path = store.put_folder(tmp, "models", family)
-        epochs = [h for h in run.model.history if "epoch" in h]
+        tracker = registry.registry(storage)
+        png = training_curve_png(run.model.history, f"{family} training curve")
+        provenance = {
+            "data_fingerprint": storage.panel_fingerprint(),
+            "code_version": code_fingerprint(),
+        }
+        version, run_id = publish_training(tracker, family, run, window, provenance, png)
+        comparison = settle_challenger(
+            tracker, family, version, panel, forecasting.promotion_min_dates
+        )
+        role = CHAMPION if comparison.promote else "challenger"
+        context.log.info(
+            "%s: registered %s as %s (%s)", family, version.uri, role, comparison.reason
+        )
         metadata = {
-            **metric_metadata(run.model.metrics, list(research.horizons)),
+            **metric_metadata(run.model.metrics, panel.horizons),
+            "model_version": dg.MetadataValue.text(version.uri),
+            "role": dg.MetadataValue.text(role),
+            "promotion": dg.MetadataValue.text(comparison.reason),
+            "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id, registry.ui_url)),
+            "trained_through": dg.MetadataValue.text(str(window.trained_through.date())),
+            "window": dg.MetadataValue.json(window_tags(window)),
             "device": dg.MetadataValue.text(run.device),
-            "epochs": dg.MetadataValue.int(len(epochs)),
+            "epochs": dg.MetadataValue.int(len([h for h in run.model.history if "epoch" in h])),
             "wall_seconds": dg.MetadataValue.float(round(run.wall_seconds, 2)),
             "train_samples": dg.MetadataValue.int(run.train_samples),
             "valid_samples": dg.MetadataValue.int(run.valid_samples),
-            "train_end": dg.MetadataValue.text(str(pd.Timestamp(train_end).date())),
             "params": dg.MetadataValue.json(run.model.get_params()),
-            "path": dg.MetadataValue.path(path),
+            "params_tuned": dg.MetadataValue.json(
+                sorted(set(tuned) - set(training.params_for(family)))
+            ),
+            "served": dg.MetadataValue.bool(True),
         }
         if run.parameter_count is not None:
             metadata["parameter_count"] = dg.MetadataValue.int(run.parameter_count)
+        epochs = [h for h in run.model.history if "epoch" in h]
         if epochs:
             rate = sum(h["samples_per_s"] for h in epochs) / len(epochs)
             metadata["samples_per_second"] = dg.MetadataValue.float(round(rate, 1))
-        png = training_curve_png(run.model.history, f"{family} training curve")
         if png is not None:
-            encoded = base64.b64encode(png).decode()
-            metadata["training_curve"] = dg.MetadataValue.md(
-                f"![training curve](data:image/png;base64,{encoded})"
-            )
-        context.log.info("%s: validation %s", family, run.model.metrics)
+            metadata["training_curve"] = dg.MetadataValue.md(embedded_png("training curve", png))
         return dg.MaterializeResult(metadata=metadata)
 
     return _asset
@@ -140,46 +226,48 @@ def model_asset(family: str) -> dg.AssetsDefinition:
 MODEL_ASSETS = [model_asset(family) for family in list_models()]
 
 
-@dg.asset(group_name="tuning", deps=[features, labels], kinds={"optuna"})
-def tuned_params_table(
+@dg.asset(
+    group_name=GROUP,
+    deps=[walk_forward_predictions, labels, time_plan],
+    kinds={"mlflow"},
+    code_version="1",
+)
+def serving_ensemble(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
-    research: ResearchSettings,
     training: TrainingSettings,
+    forecasting: ForecastSettings,
+    registry: RegistryResource,
 ) -> dg.MaterializeResult:
-    """Best parameters per family from a resumable Optuna study (TPE, median pruner).
-
-    Model assets use them when present. The study lives in `training.optuna_storage`
-    (default: a SQLite file in the data root; a Postgres URL in deployment), so a re-run
-    resumes where the last one stopped.
-    """
+    """Stacking weights and conformal quantiles of the served ensemble, fitted at the serving
+    window from the replay's out-of-sample rows whose labels are known by its cutoff (the
+    same step every replay fold takes), registered as a version of `finpipe-ensemble`."""
     store = storage.store()
-    panel, train_end = load_research_panel(store, research)
-    train, valid = train_valid_split(panel, train_end, training.valid_fraction)
-    rows = []
-    for family in training.tune_families:
-        context.log.info(
-            "tuning %s: %d trials in %s", family, training.tune_trials, training.optuna_url(storage)
-        )
-        best = tune(
-            family,
-            train,
-            valid,
-            training.optuna_url(storage),
-            n_trials=training.tune_trials,
-            base_params=training.params_for(family),
-        )
-        context.log.info("tuning %s: best %s", family, best)
-        rows.append({"family": family, "params_json": json.dumps(best, sort_keys=True)})
-    table = pd.DataFrame(rows, columns=["family", "params_json"])
-    existing = store.read("models", "tuned_params")
-    if existing is not None:
-        table = pd.concat([existing[~existing["family"].isin(table["family"])], table])
-    store.write(table.reset_index(drop=True), "models", "tuned_params")
+    plan = storage.read_plan()
+    replay = read_replay(storage)
+    label_frame = store.read("features", "labels")
+    window = plan.serving
+    fit = fit_ensemble(
+        known_history(replay, label_frame[list(LABELS.required)], window),
+        window,
+        sorted(training.families),
+        fold_windows(plan.folds),
+        tuple(forecasting.levels),
+    )
+    for note in fit.notes:
+        context.log.warning("serving_ensemble: %s", note)
+    tracker = registry.registry(storage)
+    version, run_id = publish_ensemble(tracker, fit, {"code_version": code_fingerprint()})
+    weights = fit.stack.coefficients if fit.stack is not None else "equal weights"
+    context.log.info("serving_ensemble: %s, weights %s", version.uri, weights)
     return dg.MaterializeResult(
         metadata={
-            "best_params": dg.MetadataValue.json(
-                {r["family"]: json.loads(r["params_json"]) for r in rows}
-            )
+            "model_version": dg.MetadataValue.text(version.uri),
+            "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id, registry.ui_url)),
+            "members": dg.MetadataValue.json(list(fit.members)),
+            "stacking_weights": dg.MetadataValue.json(weights),
+            "history": dg.MetadataValue.json(fit.history),
+            "notes": dg.MetadataValue.json(fit.notes),
+            "window": dg.MetadataValue.json(window_tags(window)),
         }
     )

@@ -1,91 +1,99 @@
-"""Group `monitoring`: drift of recent features against the training reference, and of live
-performance against validation; the drift sensor reads this asset's metadata."""
-
-import json
+"""Group `monitoring`: drift of recent features against what the serving models trained on,
+and of live performance against the replay's recent out-of-sample level; the drift sensor
+reads this asset's metadata."""
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
-from finpipe.core.storage import ParquetStore
-from finpipe.defs.assets.features import features
-from finpipe.defs.resources import MonitoringSettings, ResearchSettings, StorageResource
+from finpipe.defs.assets.evaluation import read_replay, walk_forward_predictions
+from finpipe.defs.assets.features import labels, model_panel, time_plan
+from finpipe.defs.assets.models import serving_ensemble
+from finpipe.defs.assets.predictions import prediction_history
+from finpipe.defs.metadata import md_table
+from finpipe.defs.resources import MonitoringSettings, RegistryResource, StorageResource
 from finpipe.forecasting.predictions import read_prediction_history
-from finpipe.models.registry import list_models
-from finpipe.monitoring.drift import assess_drift, drift_episode, feature_drift, live_performance
+from finpipe.forecasting.system import ENSEMBLE
+from finpipe.models.versions import CHAMPION
+from finpipe.monitoring.drift import build_drift_report, recent_rank_ics
+
+STATE = ("monitoring", "drift_state")
 
 
-def validation_rank_ics(store: ParquetStore) -> dict[str, float]:
-    """`<model>|<horizon>` -> validation rank IC, from each stored model's model.json."""
-    out = {}
-    for family in list_models():
-        path = f"{store.root}/models/{family}/model.json"
-        if store.fs.exists(path):
-            with store.fs.open(path, "r") as fh:
-                metrics = json.load(fh).get("metrics", {})
-            out.update(
-                {
-                    f"{family}|{key.removeprefix('rank_ic_h')}": float(value)
-                    for key, value in metrics.items()
-                    if key.startswith("rank_ic_h")
-                }
-            )
-    return out
-
-
-@dg.asset(group_name="monitoring", deps=[features], kinds={"parquet"})
+@dg.asset(
+    group_name="monitoring",
+    deps=[
+        model_panel,
+        time_plan,
+        labels,
+        prediction_history,
+        walk_forward_predictions,
+        serving_ensemble,
+    ],
+    kinds={"parquet"},
+    code_version="2",
+)
 def drift_report(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
-    research: ResearchSettings,
     monitoring: MonitoringSettings,
+    registry: RegistryResource,
 ) -> dg.MaterializeResult:
     """PSI and KS of the last `monitoring.recent_days` dates of every feature against the
-    models' training window, live rank IC against validation, and the drift verdict."""
+    dates the champion ensemble's members trained on, live rank IC of every served model
+    against its recent out-of-sample level, and the drift verdict and episode."""
     store = storage.store()
-    frame = store.read("features", "features")
-    train_end = research.train_end_date(frame["date"])
-    dates = np.sort(frame["date"].unique())
-    recent = frame[frame["date"] >= dates[-monitoring.recent_days]]
-    reference = frame[frame["date"] <= train_end]
-    reference = reference.sample(min(len(reference), monitoring.reference_rows), random_state=0)
-    columns = [c for c in frame.columns if c not in ("date", "ticker")]
-    table = feature_drift(reference, recent, columns)
-    live = live_performance(read_prediction_history(store), validation_rank_ics(store))
-    verdict = assess_drift(table, live, monitoring.thresholds())
-    state = store.read("monitoring", "drift_state")
-    previous = None if state is None or state.empty else state["episode"].iloc[-1]
-    episode = drift_episode(
-        previous if isinstance(previous, str) else None, verdict.detected, dates[-1]
+    panel, plan = storage.read_panel(), storage.read_plan()
+    champion = registry.registry(storage).by_alias(ENSEMBLE, CHAMPION)
+    window = (
+        (champion.date("train_start"), champion.date("valid_end"))
+        if champion is not None
+        else (plan.serving.train_start, plan.serving.valid_end)
     )
-    store.write(pd.DataFrame({"episode": [episode or ""]}), "monitoring", "drift_state")
-    store.write(table, "monitoring", "drift_report")
+    state = store.read(*STATE)
+    previous = None if state is None or state.empty else state["episode"].iloc[-1] or None
+    report = build_drift_report(
+        panel,
+        window,
+        monitoring.recent_days,
+        monitoring.reference_rows,
+        read_prediction_history(store),
+        recent_rank_ics(
+            read_replay(storage), store.read("features", "labels"), plan.serving.stack_start
+        ),
+        monitoring.thresholds(),
+        previous,
+    )
+    store.write(pd.DataFrame({"episode": [report.episode or ""]}), *STATE)
+    store.write(report.features, "monitoring", "drift_report")
+    verdict = report.verdict
     context.log.info(
-        "drift: %s (%.0f%% of %d features drifted)%s",
+        "drift: %s (%.0f%% of %d features drifted against %s..%s)%s",
         "DETECTED" if verdict.detected else "none",
         100 * verdict.drifted_share,
-        len(columns),
+        len(report.features),
+        report.reference[0].date(),
+        report.reference[1].date(),
         "".join(f"; {r}" for r in verdict.reasons),
     )
-    bands = table["psi_band"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={
             "drift_detected": dg.MetadataValue.bool(verdict.detected),
-            "episode": dg.MetadataValue.text(episode or ""),
+            "episode": dg.MetadataValue.text(report.episode or ""),
             "drifted_share": dg.MetadataValue.float(round(verdict.drifted_share, 4)),
             "reasons": dg.MetadataValue.json(verdict.reasons),
-            "psi_bands": dg.MetadataValue.json(bands),
+            "psi_bands": dg.MetadataValue.json(
+                report.features["psi_band"].value_counts().to_dict()
+            ),
+            "reference_window": dg.MetadataValue.text(
+                f"{report.reference[0].date()}..{report.reference[1].date()}"
+            ),
             "recent_window": dg.MetadataValue.text(
-                f"{pd.Timestamp(recent['date'].min()).date()}..{pd.Timestamp(dates[-1]).date()}"
+                f"{report.recent[0].date()}..{report.recent[1].date()}"
             ),
-            "top_psi": dg.MetadataValue.md(
-                table.nlargest(10, "psi").to_markdown(index=False, floatfmt=".4f")
-            ),
-            "live_performance": dg.MetadataValue.md(
-                live.to_markdown(index=False, floatfmt=".4f")
-                if len(live)
-                else "no realised rows yet"
-            ),
+            "top_psi": md_table(report.features.nlargest(10, "psi")),
+            "live_performance": md_table(report.live)
+            if len(report.live)
+            else dg.MetadataValue.md("no realised rows yet"),
         }
     )
 

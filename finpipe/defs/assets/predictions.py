@@ -1,117 +1,113 @@
-"""Group `predictions`: calibrated member and ensemble predictions for the latest date, their
-signals and ranking, and the prediction history that tracks live performance."""
+"""Group `predictions`: the served predictions for the newest date (champion members, their
+stacked ensemble and the challengers shadowing them, with calibrated intervals), signals and
+ranking; and the daily-partitioned history that records each day's served predictions with
+their realised returns once known."""
 
-import tempfile
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
 
-from finpipe.core.contracts import PRICES
-from finpipe.core.keys import STACKED_ENSEMBLE, WEIGHTED_ENSEMBLE
-from finpipe.core.storage import ParquetStore
+from finpipe.core.contracts import PREDICTION_HISTORY, PREDICTIONS, PRICES
+from finpipe.core.keys import STACKED_ENSEMBLE
 from finpipe.data.ingest import read_table
-from finpipe.defs.assets.features import labels
-from finpipe.defs.assets.models import MODEL_ASSETS, load_research_panel
+from finpipe.defs.assets.evaluation import read_replay
+from finpipe.defs.assets.features import labels, model_panel, time_plan
+from finpipe.defs.assets.ingest import raw_prices
+from finpipe.defs.assets.models import MODEL_ASSETS, serving_ensemble
+from finpipe.defs.metadata import contract_schema, md_table
 from finpipe.defs.resources import (
     ForecastSettings,
+    RegistryResource,
     ResearchSettings,
     StorageResource,
     TrainingSettings,
 )
-from finpipe.forecasting.ensemble import updated_weights
+from finpipe.evaluation.backtest import coverage_by_year
 from finpipe.forecasting.predictions import (
     fill_realised,
-    predictions_table,
+    has_history,
     read_prediction_history,
     read_predictions,
     write_prediction_history,
     write_predictions,
 )
 from finpipe.forecasting.signals import SignalThresholds, rank_universe, signal_table
-from finpipe.forecasting.system import (
-    calibration_windows,
-    evaluate_coverage,
-    every_nth_date,
-    fit_forecast_system,
-)
-from finpipe.forecasting.uncertainty import coverage_table, recent_volatility
-from finpipe.models import load_model
-from finpipe.models.registry import list_models
-from finpipe.models.trainer import train_valid_split
+from finpipe.forecasting.system import load_served, serve
+from finpipe.forecasting.uncertainty import recent_volatility
 
 GROUP = "predictions"
+NEW_YORK = "America/New_York"
+HISTORY_PARTITIONS = dg.DailyPartitionsDefinition(start_date="1990-01-01", end_offset=1)
 
 
-def load_members(store: ParquetStore) -> dict:
-    """Every stored model family (a family whose asset never ran is left out)."""
-    members = {}
-    for family in list_models():
-        with tempfile.TemporaryDirectory() as tmp:
-            if store.get_folder(tmp, "models", family):
-                members[family] = load_model(tmp)
-    if not members:
-        raise FileNotFoundError("no trained models are stored: materialize group models first")
-    return members
-
-
-def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=".4f"))
-
-
-@dg.asset(group_name=GROUP, deps=MODEL_ASSETS, kinds={"parquet"})
+@dg.asset(
+    group_name=GROUP,
+    deps=[model_panel, time_plan, raw_prices, serving_ensemble, *MODEL_ASSETS],
+    kinds={"parquet"},
+    code_version="3",
+    freshness_policy=dg.FreshnessPolicy.cron(
+        deadline_cron="0 20 * * 1-5", lower_bound_delta=timedelta(hours=2), timezone=NEW_YORK
+    ),
+)
 def predictions(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
     research: ResearchSettings,
     training: TrainingSettings,
     forecasting: ForecastSettings,
+    registry: RegistryResource,
 ) -> dg.MaterializeResult:
-    """Latest predictions of every member and both ensembles with conformal intervals."""
+    """Predictions for the newest feature date from the models that serve now (the registry's
+    champions and challengers, and the champion ensemble), with conformal intervals, versions
+    and `trained_through`; signals and the ranking beside them. Expected by 20:00 New York on
+    weekdays (the daily refresh runs at 18:30)."""
     store = storage.store()
-    panel, train_end = load_research_panel(store, research)
-    members = load_members(store)
-    context.log.info("predictions: members %s", sorted(members))
-    train, valid = train_valid_split(panel, train_end, training.valid_fraction)
-    calibration, evaluation = calibration_windows(panel, train_end, forecasting.calibration_days)
-    vol = recent_volatility(read_table(store, "prices", PRICES))
-    levels = tuple(forecasting.levels)
-    system = fit_forecast_system(
-        members, train, valid, calibration, vol, levels, forecasting.mc_samples
+    panel = storage.read_panel()
+    newest = panel.dates[-1]
+    served = load_served(registry.registry(storage), sorted(training.families))
+    table = serve(
+        served.champions,
+        served.challengers,
+        panel.select(newest),
+        recent_volatility(read_table(store, "prices", PRICES)),
+        served.ensemble,
+        forecasting.interval_level,
+        served.versions,
+        served.trained_through,
+        forecasting.mc_samples,
     )
-    context.log.info("predictions: stacking coefficients %s", system.stack.coefficients)
-    coverage = evaluate_coverage(
-        system, every_nth_date(evaluation, forecasting.coverage_every), levels
-    )
-    latest_date = panel.dates[-1]
-    points, contributions, scale = system.point_predictions(panel.select(latest_date))
-    version = f"train_end={pd.Timestamp(train_end).date()}"
-    versions = {name: f"{name}@{version}" for name in points["model"].unique()}
-    table = predictions_table(points, scale, system.conformal, forecasting.interval_level, versions)
     path = write_predictions(store, table)
-    store.write(contributions, "predictions", "contributions")
     thresholds = SignalThresholds(forecasting.buy_ratio, forecasting.min_return)
     signals = signal_table(table, STACKED_ENSEMBLE, thresholds)
     store.write(signals, "predictions", "signals")
     ranking = rank_universe(table, max(research.horizons), STACKED_ENSEMBLE, thresholds=thresholds)
     store.write(ranking, "predictions", "ranking")
-    store.write(coverage, "predictions", "coverage")
-    ensemble_cov = coverage[coverage["model"] == STACKED_ENSEMBLE]
+    replay = read_replay(storage)
+    recent = replay[replay["date"] >= served.ensemble.window.calibration_start]
+    coverage = coverage_by_year(recent.merge(store.read("features", "labels")))
     context.log.info(
-        "predictions: %d rows for %s written to %s", len(table), latest_date.date(), path
+        "predictions: %d rows for %s from %s written to %s",
+        len(table),
+        newest.date(),
+        sorted(set(served.versions.values())),
+        path,
     )
+    through = table.groupby("model")["trained_through"].max().dt.date.astype(str)
     return dg.MaterializeResult(
         metadata={
-            "date": dg.MetadataValue.text(str(latest_date.date())),
+            "date": dg.MetadataValue.text(str(newest.date())),
             "rows": dg.MetadataValue.int(len(table)),
             "models": dg.MetadataValue.json(sorted(table["model"].unique())),
-            "coverage_ensemble": md_table(
-                ensemble_cov[["horizon", "level", "n", "picp", "coverage_error", "pinaw"]]
+            "model_versions": dg.MetadataValue.json(served.versions),
+            "trained_through": dg.MetadataValue.json(through.to_dict()),
+            "challengers": dg.MetadataValue.json(sorted(served.challengers)),
+            "stacking_weights": dg.MetadataValue.json(
+                served.ensemble.stack.coefficients
+                if served.ensemble.stack is not None
+                else "equal weights"
             ),
-            "coverage_worst_error": dg.MetadataValue.float(
-                float(coverage["coverage_error"].abs().max())
-            ),
-            "stacking_coefficients": dg.MetadataValue.json(system.stack.coefficients),
-            "validation_weights": dg.MetadataValue.json(system.weights),
+            "recent_coverage": md_table(coverage),
             "signals": dg.MetadataValue.json(
                 signals.groupby("horizon")["signal"]
                 .value_counts()
@@ -121,50 +117,55 @@ def predictions(
             "ranking": md_table(
                 ranking[["rank", "ticker", "prediction", "lower", "upper", "confidence", "signal"]]
             ),
+            **contract_schema(PREDICTIONS),
             "path": dg.MetadataValue.path(path),
         }
     )
 
 
-@dg.asset(group_name=GROUP, deps=[predictions, labels], kinds={"parquet"})
+@dg.asset(
+    group_name=GROUP,
+    deps=[predictions, labels],
+    kinds={"parquet"},
+    partitions_def=HISTORY_PARTITIONS,
+    code_version="2",
+)
 def prediction_history(
-    context: dg.AssetExecutionContext, storage: StorageResource, forecasting: ForecastSettings
+    context: dg.AssetExecutionContext, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Each day's predictions, one file per date (rewriting a date replaces it), with
-    realised returns filled in once known; live coverage and weights updated from them."""
+    """The predictions served on the partition's date, one file per date (re-running a date
+    replaces it), and the realised returns of that date and every earlier one whose labels
+    are now known. The `record_prediction_history` sensor runs the partition of each new
+    predictions date; a backfill re-fills realised returns."""
     store = storage.store()
+    day = pd.Timestamp(context.partition_key)
     latest = read_predictions(store)
-    paths = write_prediction_history(store, latest)
-    filled = fill_realised(store, store.read("features", "labels"))
-    history = read_prediction_history(store)
-    realised = history[history["realised_return"].notna()]
-    metadata = {
-        "dates": dg.MetadataValue.int(history["date"].nunique()),
-        "rows": dg.MetadataValue.int(len(history)),
-        "rows_realised_filled": dg.MetadataValue.int(filled),
-        "written": dg.MetadataValue.json(paths),
-    }
-    if not realised.empty:
-        live = coverage_table(realised, target="realised_return")
-        metadata["live_coverage"] = md_table(live)
-        prior = store.read("predictions", "weights")
-        prior_weights = (
-            dict(zip(prior["model"], prior["weight"], strict=True)) if prior is not None else {}
+    written = []
+    if latest is not None and (latest["date"] == day).all():
+        written = write_prediction_history(store, latest)
+    elif not has_history(store, day):
+        raise dg.Failure(
+            f"no predictions were served for {day.date()}: the latest are for "
+            f"{'nothing yet' if latest is None else latest['date'].max().date()}; past "
+            "out-of-sample predictions are in the replay (walk_forward_predictions)"
         )
-        members = realised[~realised["model"].isin([STACKED_ENSEMBLE, WEIGHTED_ENSEMBLE])]
-        weights = updated_weights(
-            prior_weights or dict.fromkeys(members["model"].unique(), 1.0), members
-        )
-        store.write(
-            pd.DataFrame({"model": list(weights), "weight": list(weights.values())}),
-            "predictions",
-            "weights",
-        )
-        metadata["updated_weights"] = dg.MetadataValue.json(weights)
+    filled = fill_realised(store, store.read("features", "labels"), through=day)
+    day_rows = read_prediction_history(store, start=day, end=day)
     context.log.info(
-        "prediction_history: %d dates, %d realised rows", history["date"].nunique(), len(realised)
+        "prediction_history %s: %d rows, %d realised returns filled up to it",
+        day.date(),
+        len(day_rows),
+        filled,
     )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(len(day_rows)),
+            "realised_rows": dg.MetadataValue.int(int(day_rows["realised_return"].notna().sum())),
+            "rows_realised_filled": dg.MetadataValue.int(filled),
+            "written": dg.MetadataValue.json(written),
+            **contract_schema(PREDICTION_HISTORY),
+        }
+    )
 
 
 PREDICTION_ASSETS = [predictions, prediction_history]

@@ -25,7 +25,7 @@ ALLOWED = {
     "models": {"core"},
     "forecasting": {"core", "models"},
     "portfolio": {"core"},
-    "evaluation": {"core", "models", "forecasting", "portfolio"},
+    "evaluation": {"core", "features", "models", "forecasting", "portfolio"},
     "monitoring": {"core", "models"},
 }
 

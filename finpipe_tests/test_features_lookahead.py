@@ -67,9 +67,6 @@ SHORT_WINDOWS = FeatureConfig(
     sector_horizon=6,
     vix_change=2,
     credit_change=4,
-    regime_trend_window=10,
-    regime_vol_window=5,
-    regime_vol_lookback=12,
     tickers_per_block=2,  # several ticker blocks even on small panels
 )
 

@@ -97,10 +97,19 @@ def test_regime_features_follow_the_benchmark() -> None:
     level = bench.set_index("date")["adj_close"]
     trend = level / level.rolling(200, min_periods=200).mean() - 1
     np.testing.assert_allclose(day["regime_trend"], trend, rtol=1e-5, equal_nan=True)
-    np.testing.assert_array_equal(day["regime_bull"].dropna(), (trend.dropna() > 0).astype(float))
+    momentum = np.log(level / level.shift(60))
+    bull, bear = (trend > 0.02) & (momentum > 0), (trend < -0.02) & (momentum < 0)
+    state = pd.Series(np.where(bull, 1.0, np.where(bear, -1.0, 0.0)), index=level.index)
+    state[trend.isna() | momentum.isna()] = np.nan
+    np.testing.assert_array_equal(day["regime_trend_state"], state)
     vol = np.log(level).diff().rolling(21, min_periods=21).std() * np.sqrt(252)
     np.testing.assert_allclose(day["regime_vol"], vol, rtol=1e-5, equal_nan=True)
-    pct = vol.rolling(252, min_periods=252).rank(pct=True)
-    np.testing.assert_allclose(day["regime_vol_pct"], pct, rtol=1e-6, equal_nan=True)
+    # The percentile among all volatility values so far, by hand for one date.
+    pct = day["regime_vol_pct"]
+    t = pct.dropna().index[50]
+    past = vol.loc[:t].dropna()
+    assert pct[t] == pytest.approx((past <= past.iloc[-1]).mean(), rel=1e-6)
+    state = np.where(pct <= 1 / 3, -1.0, np.where(pct > 2 / 3, 1.0, 0.0))
+    np.testing.assert_array_equal(day["regime_vol_state"].dropna(), state[pct.notna()])
     both = frame.pivot(index="date", columns="ticker", values="regime_vol")
     np.testing.assert_array_equal(both["S0000"], both["S0001"])  # date-level

@@ -1,18 +1,8 @@
-"""Market regimes of a benchmark from its past closes only, and metrics per regime.
+"""Performance by market regime and in named stress windows.
 
-Rules (every value at date t reads closes up to t, so labels never change when later data
-arrives):
-
-* trend (bull / bear / sideways): with A the 200-date moving average of the close and M the
-  60-date log return, **bull** when close > (1 + 2%) A and M > 0, **bear** when
-  close < (1 - 2%) A and M < 0, **sideways** otherwise (price within 2% of its average, or
-  price and momentum disagree). Undefined for the first 200 dates.
-* volatility (low / normal / high): realised volatility is the annualised standard deviation
-  of the last 21 daily log returns; its percentile among all values so far (an expanding
-  window, so no future distribution is used) gives **low** at or below 1/3, **high** above
-  2/3, **normal** between. Undefined until 252 volatility values exist.
-
-A strategy's return on date d is earned from the close of d - 1, so `metrics_by_regime`
+The regimes are those of `finpipe.features.regime`, the one definition of bull, bear and
+high volatility (from the benchmark's past closes only), as categorical labels. A
+strategy's return on date d is earned from the close of d - 1, so `metrics_by_regime`
 labels it with the regime known at that close (the regimes shifted one date); a daily IC at
 date t belongs to the regime of t. Named stress windows are reported where the data spans
 them.
@@ -36,12 +26,7 @@ from finpipe.core.metrics import (
     probabilistic_sharpe_ratio,
     sharpe_ratio,
 )
-
-TREND_WINDOW = 200
-MOMENTUM_WINDOW = 60
-TREND_BAND = 0.02
-VOL_WINDOW = 21
-VOL_MIN_HISTORY = 252
+from finpipe.features.regime import trend_state, volatility_state
 
 TREND_REGIMES = ("bull", "sideways", "bear")
 VOL_REGIMES = ("low", "normal", "high")
@@ -70,40 +55,28 @@ def equal_weight_index(returns: pd.DataFrame) -> pd.Series:
     return (1.0 + returns.mean(axis=1, skipna=True).fillna(0.0)).cumprod().rename("close")
 
 
-def trend_regime(
-    close: pd.Series,
-    window: int = TREND_WINDOW,
-    momentum_window: int = MOMENTUM_WINDOW,
-    band: float = TREND_BAND,
-) -> pd.Series:
-    """bull / bear / sideways per date (NaN before enough history); see the module rules."""
-    average = close.rolling(window, min_periods=window).mean()
-    gap = close / average - 1.0
-    momentum = np.log(close / close.shift(momentum_window))
-    label = np.select(
-        [(gap > band) & (momentum > 0), (gap < -band) & (momentum < 0)],
-        ["bull", "bear"],
-        "sideways",
-    )
-    known = gap.notna() & momentum.notna()
-    return pd.Series(
-        pd.Categorical(np.where(known, label, None), categories=TREND_REGIMES),
-        index=close.index,
-        name="trend",
+def trend_regime(close: pd.Series) -> pd.Series:
+    """bull / bear / sideways per date (NaN before enough history), from `trend_state`."""
+    return _labelled(
+        trend_state(close), {1.0: "bull", 0.0: "sideways", -1.0: "bear"}, TREND_REGIMES, "trend"
     )
 
 
-def volatility_regime(
-    close: pd.Series, window: int = VOL_WINDOW, min_history: int = VOL_MIN_HISTORY
+def volatility_regime(close: pd.Series) -> pd.Series:
+    """low / normal / high per date (NaN before enough history), from `volatility_state`."""
+    return _labelled(
+        volatility_state(close),
+        {-1.0: "low", 0.0: "normal", 1.0: "high"},
+        VOL_REGIMES,
+        "volatility",
+    )
+
+
+def _labelled(
+    state: pd.Series, names: dict[float, str], categories: tuple[str, ...], name: str
 ) -> pd.Series:
-    """low / normal / high per date by the expanding percentile of trailing realised vol."""
-    vol = np.log(close).diff().rolling(window, min_periods=window).std() * np.sqrt(TRADING_DAYS)
-    pct = vol.dropna().expanding(min_periods=min_history).rank(pct=True).reindex(close.index)
-    label = np.select([pct <= 1.0 / 3.0, pct > 2.0 / 3.0], ["low", "high"], "normal")
     return pd.Series(
-        pd.Categorical(np.where(pct.notna(), label, None), categories=VOL_REGIMES),
-        index=close.index,
-        name="volatility",
+        pd.Categorical(state.map(names), categories=categories), index=state.index, name=name
     )
 
 

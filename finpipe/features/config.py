@@ -67,11 +67,6 @@ class FeatureConfig:
     vix_change: int = 5
     credit_change: int = 21
 
-    regime_trend_window: int = 200
-    regime_vol_window: int = 21
-    regime_vol_lookback: int = 252
-    regime_high_vol_pct: float = 0.8
-
     dtype: str = "float32"  # of the output columns; computation runs in float64
     tickers_per_block: int = 16  # bounds the working memory of a thread
     n_jobs: int = 2  # threads over blocks of tickers

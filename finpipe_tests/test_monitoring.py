@@ -12,8 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finpipe.definitions import defs
 from finpipe.defs.schedules import daily_refresh_schedule, weekly_evaluate_schedule
-from finpipe.defs.sensors import drift_retrain_sensor, run_failure_alert
+from finpipe.defs.sensors import (
+    drift_retrain_sensor,
+    record_prediction_history,
+    run_failure_alert,
+)
 from finpipe.monitoring.drift import (
     DriftThresholds,
     assess_drift,
@@ -196,3 +201,17 @@ def test_run_failure_sensor_posts_to_the_webhook(monkeypatch):
     server.server_close()
     assert Capture.received and Capture.received[0]["run_id"] == result.run_id
     assert Capture.received[0]["job"] == "failing_job"
+
+
+def test_history_sensor_requests_the_partition_of_each_predictions_date():
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key="predictions", metadata={"date": "2022-12-28"})
+        )
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        (request,) = record_prediction_history(context)
+        assert request.partition_key == "2022-12-28"
+        assert request.run_key.startswith("history-2022-12-28-")
+        again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=context.cursor)
+        (skip,) = record_prediction_history(again)
+        assert isinstance(skip, dg.SkipReason)  # the same materialization: nothing new

@@ -70,7 +70,7 @@ def record_prediction_history(
     """Record each new predictions date in the prediction history (its daily partition)."""
     materialization = asset_event.asset_materialization
     day = str(materialization.metadata["date"].value)
-    return dg.RunRequest(run_key=f"history-{day}-{asset_event.storage_id}", partition_key=day)
+    return dg.RunRequest(run_key=f"history-{day}-{asset_event.run_id}", partition_key=day)
 
 
 SENSORS = [drift_retrain_sensor, run_failure_alert, record_prediction_history]

@@ -13,6 +13,7 @@ the most recent dates where both are out of sample (`compare_on_window`).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -285,7 +286,7 @@ def compare_on_window(
             float("nan"),
         )
     mean, se = mean_stderr(difference, lags, "uniform")
-    t = mean / se if se > 0 else 0.0
+    t = mean / se if se > 0 else math.copysign(math.inf, mean) if mean != 0 else 0.0
     promote = t >= threshold
     verdict = "not significantly worse: promoted" if promote else "significantly worse: kept"
     return Comparison(

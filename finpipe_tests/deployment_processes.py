@@ -197,8 +197,9 @@ mutation($id: String!) {
 LATEST_MATERIALIZATION = """
 query($path: [String!]!) {
   assetOrError(assetKey: {path: $path}) {
-    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label
-      ... on BoolMetadataEntry { boolValue } ... on TextMetadataEntry { text } } } }
+    ... on Asset { assetMaterializations(limit: 1) { runId partition metadataEntries { label
+      ... on BoolMetadataEntry { boolValue } ... on TextMetadataEntry { text }
+      ... on TableSchemaMetadataEntry { schema { columns { name type } } } } } }
   }
 }
 """
@@ -292,14 +293,17 @@ class DagsterApi:
             raise RuntimeError(f"stopping schedule {name} failed: {result}")
 
     def latest_materialization(self, asset: str) -> dict[str, Any]:
-        """runId and metadata (label -> value) of the asset's latest materialization."""
+        """runId, partition and metadata (label -> value; a column schema as its column
+        names and types) of the asset's latest materialization."""
         asset_data = self.query(LATEST_MATERIALIZATION, {"path": [asset]})["assetOrError"]
         (event,) = asset_data["assetMaterializations"]
         metadata = {
-            entry["label"]: entry.get("boolValue", entry.get("text"))
+            entry["label"]: entry["schema"]["columns"]
+            if "schema" in entry
+            else entry.get("boolValue", entry.get("text"))
             for entry in event["metadataEntries"]
         }
-        return {"runId": event["runId"], "metadata": metadata}
+        return {"runId": event["runId"], "partition": event["partition"], "metadata": metadata}
 
     def asset_nodes(self) -> list[dict[str, Any]]:
         return self.query(ASSET_NODES)["assetNodes"]

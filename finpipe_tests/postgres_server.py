@@ -29,6 +29,19 @@ class PostgresServer:
     user: str
     db_name: str
 
+    def create_database(self, name: str) -> str:
+        """Create another database on the server; its SQLAlchemy URL (trust auth)."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{name}"
+
     def env(self) -> dict[str, str]:
         """The variables the repo's dagster.yaml reads."""
         return {

@@ -24,7 +24,8 @@ from finpipe_tests.deployment_processes import (
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
-SERVICES = {"postgres", "finpipe_user_code", "dagster_webserver", "dagster_daemon"}
+SERVICES = {"postgres", "finpipe_user_code", "dagster_webserver", "dagster_daemon", "mlflow"}
+MLFLOW_ENV = {"MLFLOW_TRACKING_URI", "FINPIPE_MLFLOW_ARTIFACTS", "FINPIPE_MLFLOW_UI_URL"}
 DAGSTER_SERVICES = ("finpipe_user_code", "dagster_webserver", "dagster_daemon")
 STORAGE_ENV = {
     "DAGSTER_PG_HOST",
@@ -95,7 +96,7 @@ def dockerfile_cmd(name: str) -> list[str]:
     return cmd
 
 
-def test_compose_runs_postgres_the_code_server_the_webserver_and_the_daemon(
+def test_compose_runs_postgres_the_code_server_the_webserver_the_daemon_and_mlflow(
     compose: dict[str, Any],
 ) -> None:
     assert set(compose["services"]) == SERVICES
@@ -131,7 +132,7 @@ def test_run_containers_get_the_storage_settings_network_and_data_volume(
     launcher = docker_instance["run_launcher"]["config"]
     daemon, code = service_env(compose, "dagster_daemon"), service_env(compose, "finpipe_user_code")
     # The launcher copies these from the daemon's environment; the run needs them all.
-    assert set(launcher["env_vars"]) >= STORAGE_ENV | {"FINPIPE_DATA_ROOT"}
+    assert set(launcher["env_vars"]) >= STORAGE_ENV | MLFLOW_ENV | {"FINPIPE_DATA_ROOT"}
     assert daemon.keys() >= set(launcher["env_vars"])
     assert daemon["FINPIPE_DATA_ROOT"] == code["FINPIPE_DATA_ROOT"]
 
@@ -144,6 +145,27 @@ def test_run_containers_get_the_storage_settings_network_and_data_volume(
     volume_name, path = mount.split(":")
     assert path == daemon["FINPIPE_DATA_ROOT"]
     assert f"{volumes[volume_name]}:{path}" in compose["services"]["finpipe_user_code"]["volumes"]
+
+
+def test_mlflow_serves_the_store_every_run_writes_to(compose: dict[str, Any]) -> None:
+    mlflow = compose["services"]["mlflow"]
+    code = compose["services"]["finpipe_user_code"]
+    shared = service_env(compose, "finpipe_user_code")
+    command = mlflow["command"]
+    assert command[:2] == ["mlflow", "server"] and mlflow["image"] == code["image"]
+    assert command[command.index("--backend-store-uri") + 1] == shared["MLFLOW_TRACKING_URI"]
+    artifacts = command[command.index("--default-artifact-root") + 1]
+    assert artifacts == shared["FINPIPE_MLFLOW_ARTIFACTS"]
+    assert artifacts.startswith(shared["FINPIPE_DATA_ROOT"] + "/")
+    assert set(mlflow["volumes"]) & set(code["volumes"])  # the data volume, at the same path
+    database = shared["MLFLOW_TRACKING_URI"].rsplit("/", 1)[1]
+    (init,) = [v for v in compose["services"]["postgres"]["volumes"] if "initdb" in v]
+    sql = (DOCKER / init.split(":")[0]).read_text()
+    assert f"CREATE DATABASE {database}" in sql
+    assert published_port(compose, "mlflow", 5000)
+    assert shared["FINPIPE_MLFLOW_UI_URL"].endswith(":5000")
+    for name in DAGSTER_SERVICES:
+        assert service_env(compose, name).keys() >= MLFLOW_ENV, name
 
 
 def test_workspace_points_at_the_code_server_service(

@@ -69,7 +69,7 @@ def test_a_bad_stored_row_fails_the_blocking_check(tmp_path):
     assert failed["ohlc_inconsistent"].metadata["failing_rows"].value == 1
 
 
-def test_cli_validates_and_materializes_the_ingest_group_from_bundled_data(tmp_path):
+def test_cli_validates_checks_and_materializes_the_ingest_group_from_bundled_data(tmp_path):
     env = {
         **os.environ,
         "DAGSTER_HOME": str(tmp_path / "home"),
@@ -87,6 +87,16 @@ def test_cli_validates_and_materializes_the_ingest_group_from_bundled_data(tmp_p
         timeout=120,
     )
     assert validate.returncode == 0, validate.stderr[-2000:]
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
     run = subprocess.run(
         [dagster, "asset", "materialize", "-m", "finpipe.definitions", "--select", "group:ingest"],
         env=env,

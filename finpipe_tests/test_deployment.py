@@ -5,9 +5,11 @@ repo's workspace.yaml and `dagster-daemon run`, all on 127.0.0.1 with the repo's
 (queued runs, launched by the code server as processes). Everything goes through the
 webserver's GraphQL API: runs on the bundled data (three tickers, tiny models, steps inside
 the run process to spare two cores an interpreter start per step), one tick of the daily
-refresh schedule, drift-sensor ticks before and after drift is planted, a failed run
-reaching the alert webhook, then Postgres itself and a headless-Chromium screenshot of the
-asset graph. About three minutes on two cores; every wait is bounded, every process stopped.
+refresh schedule, the prediction-history sensor recording the day, drift-sensor ticks before
+and after drift is planted, a failed run reaching the alert webhook, then Postgres itself
+(Dagster's runs, events and ticks; MLflow's runs and registered versions in its own database
+there) and a headless-Chromium screenshot of the asset graph. About four minutes on two
+cores; every wait is bounded, every process stopped.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ SENSOR = "drift_retrain_sensor"
 TICKERS = ("AAPL", "JNJ", "MSFT")
 INGEST_AND_FEATURES = [
     "universe", "raw_prices", "benchmark_prices", "raw_macro", "raw_fundamentals",
-    "features", "labels",
+    "time_plan", "features", "labels", "model_panel",
 ]  # fmt: skip
 TINY_TORCH = {"hidden_size": 8, "max_epochs": 1, "samples_per_epoch": 512, "valid_samples": 256}
 TINY_PARAMS = {
@@ -56,6 +58,7 @@ TINY_PARAMS = {
 # Thresholds no data can cross: the first drift report is quiet whatever the bundled data does.
 NO_DRIFT = {"max_drifted_share": 1.0, "min_live_dates": 1_000_000}
 RECENT_DAYS = 63  # the window of recent dates the drift report compares
+MLFLOW_DB = "mlflow"
 
 
 def run_config(params_json: str = json.dumps(TINY_PARAMS), **monitoring: float) -> dict:
@@ -65,9 +68,6 @@ def run_config(params_json: str = json.dumps(TINY_PARAMS), **monitoring: float) 
         "resources": {
             "market_data": {"config": {"universe": ",".join(TICKERS), "start_date": "2010-01-01"}},
             "training": {"config": {"params_json": params_json}},
-            "forecasting": {
-                "config": {"calibration_days": 60, "coverage_every": 21, "mc_samples": 2}
-            },
             "monitoring": {"config": {"recent_days": RECENT_DAYS, **monitoring}},
         },
     }
@@ -118,21 +118,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_root = workdir / "data"
     env = {
         "FINPIPE_DATA_ROOT": str(data_root),
+        "FINPIPE_MLFLOW_ARTIFACTS": str(workdir / "mlflow-artifacts"),
         # Once the test's runs are queued, so that on a trading day the scheduled run waits
         # behind them (the processes are ready about 15 s after this).
         "FINPIPE_DAILY_REFRESH_CRON": one_tick_cron(lead_s=75),
         "FINPIPE_SENSOR_INTERVAL_S": "5",
     }
-    with (
-        postgres_server() as server,
-        webhook_receiver() as (webhook_url, alerts),
-        local_deployment(
-            server, workdir, {**env, "FINPIPE_ALERT_WEBHOOK_URL": webhook_url}
-        ) as deployment,
-    ):
-        # Its tick (Saturdays 08:00) would queue a full backtest ahead of the test's runs.
-        deployment.api.stop_schedule("weekly_evaluate_schedule")
-        yield Stack(deployment, server, data_root, alerts)
+    with postgres_server() as server, webhook_receiver() as (webhook_url, alerts):
+        env["MLFLOW_TRACKING_URI"] = server.create_database(MLFLOW_DB)
+        env["FINPIPE_ALERT_WEBHOOK_URL"] = webhook_url
+        with local_deployment(server, workdir, env) as deployment:
+            # Its tick (Saturdays 08:00) would queue a full backtest ahead of the test's runs.
+            deployment.api.stop_schedule("weekly_evaluate_schedule")
+            yield Stack(deployment, server, data_root, alerts)
     shutil.rmtree(data_root, ignore_errors=True)
 
 
@@ -197,7 +195,8 @@ def test_schedule_ticks_on_the_daemon_and_skips_non_trading_days(pipeline: Pipel
 
 
 def plant_drift(data_root: Path, shift: float = 50.0) -> None:
-    """Shift every feature on the recent dates far outside its training distribution."""
+    """Shift every feature on the recent dates far outside its training distribution (the
+    drift report reads them from the model panel, which the next run rebuilds)."""
     store = ParquetStore(str(data_root))
     frame = store.read("features", "features")
     assert frame is not None
@@ -219,7 +218,7 @@ def test_drift_sensor_requests_one_retrain_per_drift_episode(
         """Materialize drift_report alone; the run, the sensor's ticks since, the report."""
         launched = time.time()
         run = deployment.wait_for_run(
-            api.launch_run("daily_refresh", run_config(), ["drift_report"])
+            api.launch_run("daily_refresh", run_config(), ["model_panel", "drift_report"])
         )
         assert run["status"] == "SUCCESS", run.get("errors")
         ticks = deployment.wait_for_ticks(sensor_ticks, since=launched, until=run["endTime"])
@@ -314,3 +313,54 @@ def test_asset_graph_page_shows_the_finpipe_assets(stack: Stack, tmp_path: Path)
     assert image.shape[:2] == (1000, 1600)
     colours = np.unique(image.reshape(-1, image.shape[2]), axis=0)
     assert len(colours) > 50, "blank screenshot"
+
+
+def test_mlflow_runs_and_registered_versions_are_in_postgres(
+    stack: Stack, pipeline: PipelineRuns
+) -> None:
+    """The retrain logged its replay folds and serving models as MLflow runs and registered
+    a champion version of every served family and of the ensemble, in MLflow's database on
+    the same PostgreSQL server; the predictions name those versions."""
+    server = stack.postgres
+    with (
+        psycopg2.connect(
+            host=server.host, port=server.port, user=server.user, dbname=MLFLOW_DB
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT name, version FROM model_versions")
+        versions = {f"models:/{name}/{version}" for name, version in cur.fetchall()}
+        cur.execute("SELECT name, alias FROM registered_model_aliases")
+        aliases = set(cur.fetchall())
+        cur.execute("SELECT key, value FROM tags WHERE key = 'finpipe.kind'")
+        kinds = [value for _, value in cur.fetchall()]
+    served = {"finpipe-ridge", "finpipe-hist_gbm", "finpipe-lstm", "finpipe-ensemble"}
+    assert {(name, "champion") for name in served} <= aliases
+    assert kinds.count("replay_fold") >= 1 and kinds.count("serving") >= 3, kinds
+    predictions = ParquetStore(str(stack.data_root)).read("predictions", "latest")
+    assert set(predictions["model_version"]) <= versions
+    assert (predictions["trained_through"] < predictions["date"]).all()
+
+
+def test_prediction_history_sensor_records_the_day_and_the_ui_shows_columns(
+    stack: Stack, pipeline: PipelineRuns
+) -> None:
+    api = stack.deployment.api
+    latest = api.latest_materialization("predictions")
+    day = ParquetStore(str(stack.data_root)).read("predictions", "latest")["date"].max()
+    recorded = stack.deployment.wait_for(
+        "the prediction history sensor's run",
+        lambda: [
+            r
+            for r in api.runs_with_tag("dagster/partition", str(day.date()))
+            if r["jobName"] == "record_prediction_history" and r["status"] == "SUCCESS"
+        ],
+        timeout=180,
+    )
+    assert recorded
+    history = api.latest_materialization("prediction_history")
+    assert history["partition"] == str(day.date())
+    columns = [c["name"] for c in latest["metadata"]["dagster/column_schema"]]
+    assert columns[-2:] == ["model_version", "trained_through"] and "confidence" in columns
+    prices = api.latest_materialization("raw_prices")["metadata"]["dagster/column_schema"]
+    assert {"date", "ticker", "adj_close"} <= {c["name"] for c in prices}

@@ -156,12 +156,13 @@ class RegistryResource(dg.ConfigurableResource):
 
     `tracking_uri`, else MLFLOW_TRACKING_URI, else SQLite in `mlflow/` under a local data
     root; `artifact_location`, else FINPIPE_MLFLOW_ARTIFACTS, else `mlflow/artifacts` there.
-    `ui_url` is where an MLflow UI serves that store (for links in the asset metadata).
+    `ui_url`, else FINPIPE_MLFLOW_UI_URL, is where an MLflow UI serves that store (the links
+    in the asset metadata; locally `mlflow ui --backend-store-uri sqlite:///data/mlflow/mlflow.db`).
     """
 
     tracking_uri: str = ""
     artifact_location: str = ""
-    ui_url: str = "http://127.0.0.1:5000"
+    ui_url: str = ""
 
     def registry(self, storage: StorageResource) -> ModelRegistry:
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
@@ -169,6 +170,11 @@ class RegistryResource(dg.ConfigurableResource):
         if not uri:
             return ModelRegistry.local(storage.local_folder("mlflow"))
         return ModelRegistry(uri, artifacts or None)
+
+    def link(self, registry: ModelRegistry, run_id: str) -> str:
+        """The run's page in the MLflow UI."""
+        url = self.ui_url or os.environ.get("FINPIPE_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+        return registry.run_link(run_id, url)
 
 
 class ForecastSettings(dg.ConfigurableResource):

@@ -3,15 +3,19 @@ incrementally into Parquet under the storage root."""
 
 import dagster as dg
 
-from finpipe.core.contracts import MACRO, PRICES
+from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract
 from finpipe.data.ingest import RefreshSummary, read_table, refresh_dataset
+from finpipe.defs.metadata import contract_schema
 from finpipe.defs.resources import FredCredentials, MarketDataResource, StorageResource
 
 GROUP = "ingest"
 
 
-def summary_metadata(summary: RefreshSummary, source: str) -> dict[str, dg.MetadataValue]:
-    """Metadata every refreshing asset attaches: what was fetched, added, quarantined."""
+def summary_metadata(
+    summary: RefreshSummary, source: str, contract: Contract
+) -> dict[str, dg.MetadataValue]:
+    """Metadata every refreshing asset attaches: what was fetched, added, quarantined, and
+    the table's column schema."""
     firsts = [r.first_date for r in summary.reports if r.first_date]
     lasts = [r.last_date for r in summary.reports if r.last_date]
     return {
@@ -24,6 +28,7 @@ def summary_metadata(summary: RefreshSummary, source: str) -> dict[str, dg.Metad
         "rows_stored": dg.MetadataValue.int(summary.total("rows_stored")),
         "first_date": dg.MetadataValue.text(str(min(firsts)) if firsts else ""),
         "last_date": dg.MetadataValue.text(str(max(lasts)) if lasts else ""),
+        **contract_schema(contract),
     }
 
 
@@ -62,7 +67,7 @@ def raw_prices(
     fields = [c for c in PRICES.columns if c in prices and prices[c].notna().any()]
     return dg.MaterializeResult(
         metadata={
-            **summary_metadata(summary, source.name),
+            **summary_metadata(summary, source.name, PRICES),
             "fields_available": dg.MetadataValue.json(fields),
             "dagster/row_count": dg.MetadataValue.int(len(prices)),
         }
@@ -80,7 +85,10 @@ def benchmark_prices(
     context.log.info("benchmark_prices: %s from %s", ticker, source.name)
     summary = refresh_dataset(storage.store(), "benchmark", source.prices, [ticker], start, end)
     return dg.MaterializeResult(
-        metadata={**summary_metadata(summary, source.name), "ticker": dg.MetadataValue.text(ticker)}
+        metadata={
+            **summary_metadata(summary, source.name, PRICES),
+            "ticker": dg.MetadataValue.text(ticker),
+        }
     )
 
 
@@ -108,7 +116,7 @@ def raw_macro(
     counts = macro.groupby("series_id")["date"].agg(["min", "max", "count"]).astype(str)
     return dg.MaterializeResult(
         metadata={
-            **summary_metadata(summary, source.name),
+            **summary_metadata(summary, source.name, MACRO),
             "series": dg.MetadataValue.md(counts.to_markdown()),
         }
     )
@@ -118,19 +126,18 @@ def raw_macro(
 def raw_fundamentals(
     context: dg.AssetExecutionContext, market_data: MarketDataResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Quarterly statement items per ticker in `raw/fundamentals/<TICKER>.parquet`."""
+    """Quarterly statement items per ticker in `raw/fundamentals/<TICKER>.parquet`, with the
+    date each became public (no feature family reads them yet)."""
     source = market_data.fundamentals_source()
     if source is None:
-        reason = (
-            f"source {market_data.source} has no fundamentals; fundamental features are skipped"
-        )
+        reason = f"source {market_data.source} has no fundamentals; nothing stored"
         context.log.info("raw_fundamentals: %s", reason)
         return dg.MaterializeResult(metadata={"skipped": dg.MetadataValue.text(reason)})
     store = storage.store()
     tickers = store.read("reference", "universe")["ticker"].tolist()
     start, end = market_data.date_range()
     summary = refresh_dataset(store, "fundamentals", source.fundamentals, tickers, start, end)
-    return dg.MaterializeResult(metadata=summary_metadata(summary, source.name))
+    return dg.MaterializeResult(metadata=summary_metadata(summary, source.name, FUNDAMENTALS))
 
 
 INGEST_ASSETS = [universe, raw_prices, benchmark_prices, raw_macro, raw_fundamentals]

@@ -196,7 +196,7 @@ def model_asset(family: str) -> dg.AssetsDefinition:
             "model_version": dg.MetadataValue.text(version.uri),
             "role": dg.MetadataValue.text(role),
             "promotion": dg.MetadataValue.text(comparison.reason),
-            "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id, registry.ui_url)),
+            "mlflow_run": dg.MetadataValue.url(registry.link(tracker, run_id)),
             "trained_through": dg.MetadataValue.text(str(window.trained_through.date())),
             "window": dg.MetadataValue.json(window_tags(window)),
             "device": dg.MetadataValue.text(run.device),
@@ -263,7 +263,7 @@ def serving_ensemble(
     return dg.MaterializeResult(
         metadata={
             "model_version": dg.MetadataValue.text(version.uri),
-            "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id, registry.ui_url)),
+            "mlflow_run": dg.MetadataValue.url(registry.link(tracker, run_id)),
             "members": dg.MetadataValue.json(list(fit.members)),
             "stacking_weights": dg.MetadataValue.json(weights),
             "history": dg.MetadataValue.json(fit.history),

@@ -57,9 +57,7 @@ def drift_report(
         monitoring.recent_days,
         monitoring.reference_rows,
         read_prediction_history(store),
-        recent_rank_ics(
-            read_replay(storage), store.read("features", "labels"), plan.serving.stack_start
-        ),
+        recent_rank_ics(read_replay(storage), panel.labels_frame(), plan.serving.stack_start),
         monitoring.thresholds(),
         previous,
     )

@@ -85,7 +85,9 @@ def predictions(
     store.write(ranking, "predictions", "ranking")
     replay = read_replay(storage)
     recent = replay[replay["date"] >= served.ensemble.window.calibration_start]
-    coverage = coverage_by_year(recent.merge(store.read("features", "labels")))
+    coverage = coverage_by_year(
+        recent.merge(panel.labels_frame(), on=["date", "ticker", "horizon"])
+    )
     context.log.info(
         "predictions: %d rows for %s from %s written to %s",
         len(table),

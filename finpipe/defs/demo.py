@@ -78,7 +78,8 @@ def summarise(result: dg.ExecuteInProcessResult) -> list[str]:
         lines.append(f"  asset {mat.asset_key.to_user_string():<24} {shown}")
     checks = result.get_asset_check_evaluations()
     failed = [c for c in checks if not c.passed]
-    lines.append(f"  asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed")
+    if checks:
+        lines.append(f"  asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed")
     lines += [
         f"    FAILED {c.asset_key.to_user_string()}:{c.check_name} ({c.severity.value})"
         f" {c.description}"

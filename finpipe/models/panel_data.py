@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,7 +333,10 @@ class FeatureScaler:
         rows = panel.features[panel.sample_mask]
         if len(rows) == 0:
             raise PanelDataError("cannot fit a feature scaler on a view with no samples")
-        with np.errstate(all="ignore"):
+        # A feature missing on every training row (a series that starts later) warns in
+        # NumPy; it is centred at 0 with scale 1 below, so every value of it becomes 0.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             q25, center, q75 = np.nanquantile(rows, [0.25, 0.5, 0.75], axis=0)
             scale = (q75 - q25) / 1.349
             std = np.nanstd(rows, axis=0)

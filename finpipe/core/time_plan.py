@@ -52,7 +52,7 @@ class PlanSettings:
     horizons: tuple[int, ...] = (1, 5, 20)
     execution_lag: int = 1
     embargo: int = 5
-    retrain_every: int = 504
+    retrain_every: int = 1008
     window: WindowKind = "expanding"
     train_days: int = 0
     valid_days: int = 252

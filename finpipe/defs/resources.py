@@ -220,11 +220,15 @@ class EvaluationSettings(dg.ConfigurableResource):
     max_sharpe: float = 5.0
 
 
-def dataclass_fields(kind: type) -> dict[str, tuple[Any, Any]]:
+def dataclass_fields(kind: type, types: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
     """(type, default) of every field of a domain dataclass, to declare them once as config
-    fields of a resource (pydantic's create_model)."""
-    hints = typing.get_type_hints(kind)
-    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(kind)}
+    fields of a resource (pydantic's create_model); `types` replaces annotations Dagster
+    config cannot take (a tuple becomes a list, a Literal a str)."""
+    hints = {**typing.get_type_hints(kind), **(types or {})}
+    return {
+        f.name: (hints[f.name], list(f.default) if isinstance(f.default, tuple) else f.default)
+        for f in dataclasses.fields(kind)
+    }
 
 
 class _MonitoringWindows(dg.ConfigurableResource):
@@ -250,52 +254,37 @@ MonitoringSettings = pydantic.create_model(
 )
 
 
-class ResearchSettings(dg.ConfigurableResource):
-    """Labels, feature families and the time plan (`finpipe.core.time_plan`).
+class _ResearchDesign(dg.ConfigurableResource):
+    feature_families: list[str] = []
+    research_end: str = ""
+    research_fraction: float = 0.45
+
+    def plan_settings(self) -> PlanSettings:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(PlanSettings)}
+        return PlanSettings(**{**values, "horizons": tuple(int(h) for h in self.horizons)})
+
+
+ResearchSettings = pydantic.create_model(
+    "ResearchSettings",
+    __base__=_ResearchDesign,
+    __module__=__name__,
+    __doc__="""Labels, feature families and the time plan (`finpipe.core.time_plan`).
 
     `research_end` (ISO date) ends the research period: the report scores the dates after
     it, and choices are made on the dates before. Empty means the date `research_fraction`
     of the way through the price history when the plan is first made (for the bundled
     1990-2022 data: late 2004); it is then recorded and kept as history grows.
 
-    Every fit (serving and each replay fold) learns from the dates whose labels end
-    `embargo` trading dates before its as-of date, fits on all but the last `valid_days`
-    and early-stops on those; stacking and calibration use the last `stack_days` and
-    `calibration_days` of out-of-sample history. The replay retrains every
-    `retrain_every` dates (expanding window, or `rolling` with `train_days`), from enough
-    dates before the test period that its first fold has that history (plus
-    `research_days`).
-    """
-
-    horizons: list[int] = [1, 5, 20]
-    execution_lag: int = 1
-    feature_families: list[str] = []
-    research_end: str = ""
-    research_fraction: float = 0.45
-    embargo: int = 5
-    retrain_every: int = 1008
-    window: str = "expanding"
-    train_days: int = 0
-    valid_days: int = 252
-    stack_days: int = 504
-    calibration_days: int = 252
-    min_train_days: int = 252
-    research_days: int = 0
-
-    def plan_settings(self) -> PlanSettings:
-        return PlanSettings(
-            horizons=tuple(int(h) for h in self.horizons),
-            execution_lag=self.execution_lag,
-            embargo=self.embargo,
-            retrain_every=self.retrain_every,
-            window=self.window,  # type: ignore[arg-type]
-            train_days=self.train_days,
-            valid_days=self.valid_days,
-            stack_days=self.stack_days,
-            calibration_days=self.calibration_days,
-            min_train_days=self.min_train_days,
-            research_days=self.research_days,
-        )
+    The plan's rule is config fields of `PlanSettings`' names and defaults: every fit
+    (serving and each replay fold) learns from the dates whose labels end `embargo`
+    trading dates before its as-of date, fits on all but the last `valid_days` and
+    early-stops on those; stacking and calibration use the last `stack_days` and
+    `calibration_days` of out-of-sample history. The replay retrains every `retrain_every`
+    dates (expanding window, or `rolling` with `train_days`), from enough dates before the
+    test period that its first fold has that history (plus `research_days`).
+    """,
+    **dataclass_fields(PlanSettings, {"horizons": list[int], "window": str}),
+)
 
 
 class MarketDataResource(dg.ConfigurableResource):

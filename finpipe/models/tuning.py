@@ -95,6 +95,14 @@ def tune(
         model = create_model(family, **params).fit(train, valid, progress=report)
         for key in ("rank_ic_h" + str(h) for h in model.horizons or ()):
             trial.set_user_attr(key, model.metrics.get(key))
+        trial.set_user_attr(
+            "history",
+            [
+                {k: r[k] for k in ("epoch", "train_loss", "valid_loss") if k in r}
+                for r in model.history
+                if "epoch" in r
+            ],
+        )
         return float(model.metrics["valid_loss"])
 
     if remaining > 0:

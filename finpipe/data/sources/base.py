@@ -12,6 +12,17 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
+# The column names Yahoo-style daily bars use (yfinance, Quandl WIKI as bokeh-sampledata
+# ships it, arch's index data), mapped to the prices contract.
+OHLCV_COLUMNS = {
+    "Open": "open",
+    "High": "high",
+    "Low": "low",
+    "Close": "close",
+    "Adj Close": "adj_close",
+    "Volume": "volume",
+}
+
 
 class SourceUnavailableError(RuntimeError):
     """A source could not be reached (network down, missing key); the message says what to do."""

@@ -42,16 +42,8 @@ import pandas as pd
 
 from finpipe.core.contracts import MACRO, PRICES, conform
 from finpipe.core.identifiers import validate_series_id, validate_tickers
+from finpipe.data.sources.base import OHLCV_COLUMNS
 from finpipe.data.sources.release_lag import conservative_available_at
-
-OHLCV_COLUMNS = {
-    "Open": "open",
-    "High": "high",
-    "Low": "low",
-    "Close": "close",
-    "Adj Close": "adj_close",
-    "Volume": "volume",
-}
 
 STOCK_DATASETS = ("skfolio", "bokeh")
 DEFAULT_STOCKS = "skfolio"

@@ -48,6 +48,7 @@ import pandas as pd
 
 from finpipe.core.contracts import FUNDAMENTALS, PRICE_FIELDS, PRICES, ContractError, conform
 from finpipe.core.identifiers import validate_tickers
+from finpipe.data.sources.base import OHLCV_COLUMNS
 from finpipe.data.sources.network import (
     TransientSourceError,
     call_with_retries,
@@ -58,12 +59,7 @@ from finpipe.data.sources.network import (
 logger = logging.getLogger(__name__)
 
 YAHOO_PRICE_COLUMNS = {
-    "Open": "open",
-    "High": "high",
-    "Low": "low",
-    "Close": "close",
-    "Adj Close": "adj_close",
-    "Volume": "volume",
+    **OHLCV_COLUMNS,
     "Dividends": "dividends",
     "Stock Splits": "split_ratio",
 }

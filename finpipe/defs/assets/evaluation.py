@@ -156,17 +156,17 @@ def collect_replay(
     storage: StorageResource,
     training: TrainingSettings,
     forecasting: ForecastSettings,
+    registry: RegistryResource,
 ) -> dg.Output:
     """Serve every fold in date order from the history of the folds before it: stacking
     weights, conformal intervals and versions, exactly as the serving fit does."""
     store = storage.store()
     plan = storage.read_plan()
     stored = [read_fold(store, name, plan.fold(name)) for name in folds]
-    reused = [
-        name
-        for name in folds
-        if store.read_metadata(*FOLDS, f"{name}_points").get("dagster_run") != context.run_id
-    ]
+    stored_meta = {name: store.read_metadata(*FOLDS, f"{name}_points") for name in folds}
+    reused = [name for name, meta in stored_meta.items() if meta["dagster_run"] != context.run_id]
+    tracker = registry.registry(storage)
+    runs = {name: registry.link(tracker, meta["mlflow_run"]) for name, meta in stored_meta.items()}
     label_frame = store.read("features", "labels")[list(LABELS.required)]
     rows, fits = replay(stored, label_frame, tuple(forecasting.levels), forecasting.interval_level)
     for fit in fits:
@@ -181,6 +181,7 @@ def collect_replay(
         metadata={
             "folds": dg.MetadataValue.int(len(fits)),
             "folds_reused": dg.MetadataValue.json(reused),
+            "mlflow_runs": dg.MetadataValue.json(runs),
             "families": dg.MetadataValue.json(sorted(training.families)),
             "first_date": dg.MetadataValue.text(str(rows["date"].min().date())),
             "last_date": dg.MetadataValue.text(str(rows["date"].max().date())),

@@ -92,6 +92,11 @@ def tuned_params_table(
                 if trial.value is not None:
                     metrics["valid_loss"] = trial.value
                 tracker.log_metrics(run_id, metrics)
+                history = trial.user_attrs.get("history", [])
+                tracker.log_history(run_id, history)
+                png = training_curve_png(history, f"{f} trial {trial.number}")
+                if png is not None:
+                    tracker.log_bytes(run_id, "training_curve.png", png)
 
         best = tune(
             family,

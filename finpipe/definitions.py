@@ -15,6 +15,7 @@ from finpipe.defs.checks.evaluation import EVALUATION_CHECKS
 from finpipe.defs.checks.features import FEATURE_CHECKS
 from finpipe.defs.checks.predictions import PREDICTION_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
+from finpipe.defs.console import finpipe_console
 from finpipe.defs.jobs import JOBS
 from finpipe.defs.resources import (
     EvaluationSettings,
@@ -55,11 +56,13 @@ EXECUTORS = ("default", "multiprocess", "in_process", "k8s")
 
 
 def run_executor() -> dg.ExecutorDefinition:
-    """The executor named by FINPIPE_EXECUTOR: `default` (Dagster's: one process per step,
-    or in-process when run config says `execution: {config: {in_process: {}}}`),
-    `multiprocess`, `in_process`, or `k8s` (one Kubernetes pod per step: dagster-k8s's
-    k8s_job_executor, which the image must install)."""
-    kind = os.environ.get("FINPIPE_EXECUTOR", "default")
+    """The executor named by FINPIPE_EXECUTOR: `in_process` (the default: every step in
+    the run's process, so a local CLI run imports the definitions once), `multiprocess`
+    (a process per step, steps in parallel: what the deployment uses), `default`
+    (Dagster's: multiprocess unless run config says `execution: {config: {in_process: {}}}`),
+    or `k8s` (one Kubernetes pod per step: dagster-k8s's k8s_job_executor, which the image
+    must install)."""
+    kind = os.environ.get("FINPIPE_EXECUTOR", "in_process")
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor
 
@@ -94,6 +97,7 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
         schedules=SCHEDULES,
         sensors=SENSORS,
         executor=run_executor(),
+        loggers={"console": finpipe_console},
         resources={**defaults, **(resources or {})},
     )
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from finpipe.core.time_plan import FitWindow
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
+from finpipe.models import PanelData
 
 FEATURES = ("ret_1", "ret_5", "ret_20", "vol_20")
 
@@ -72,3 +74,23 @@ def model_frames(
         .reset_index(drop=True)
     )
     return features, labels_frame
+
+
+def fit_window(panel: PanelData, fit_end: int, valid_end: int, name: str) -> FitWindow:
+    """A fit window at positions of `panel.dates`: fit to `fit_end`, early-stop to
+    `valid_end`, labels purged and the prediction start embargoed after it."""
+    d = panel.dates
+    return FitWindow(
+        name=name,
+        as_of=d[valid_end + 10],
+        label_cutoff=d[valid_end + 6],
+        train_start=d[0],
+        fit_end=d[fit_end],
+        valid_start=d[fit_end + 21],
+        valid_end=d[valid_end],
+        stack_start=d[valid_end - 100],
+        calibration_start=d[valid_end - 50],
+        trained_through=d[valid_end + 5],
+        predict_start=d[valid_end + 10],
+        predict_end=None,
+    )

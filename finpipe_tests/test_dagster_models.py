@@ -12,6 +12,7 @@ import pytest
 from finpipe.core.contracts import PREDICTIONS
 from finpipe.core.storage import ParquetStore
 from finpipe.definitions import build_defs
+from finpipe.defs.assets.evaluation import fold_families
 from finpipe.defs.demo import record_history
 from finpipe.defs.resources import (
     EvaluationSettings,
@@ -235,7 +236,10 @@ def test_leak_gate_fails_the_replay_on_a_feature_that_reads_the_label(tmp_path, 
     )
 
 
-def test_tuned_parameters_yield_to_explicit_config(served, instance):
+def test_explicit_settings_win_over_tuned_ones_with_provenance(served, instance):
+    """Finding: after `tune`, params_json's alpha lost to the tuned one. Explicit config
+    wins, the metadata says where each parameter came from, and the replay folds train
+    with the same parameters as the served model."""
     defs = served["defs"]
     tuned = run(defs, "tune", instance)
     best = metadata(tuned, "tuned_params_table")["best_params"]["ridge"]
@@ -246,6 +250,9 @@ def test_tuned_parameters_yield_to_explicit_config(served, instance):
         instance=instance, asset_selection=[dg.AssetKey("model_ridge")]
     )
     assert metadata(again, "model_ridge")["params"]["alpha"] == best["alpha"]
+    assert metadata(again, "model_ridge")["param_sources"]["alpha"] == "tuned"
+    storage = StorageResource(root=str(served["root"]))
+    assert fold_families(storage, TrainingSettings(families=FAMILIES))["ridge"] == best
     explicit = definitions(
         served["root"],
         700,
@@ -255,3 +262,5 @@ def test_tuned_parameters_yield_to_explicit_config(served, instance):
         instance=instance, asset_selection=[dg.AssetKey("model_ridge")]
     )
     assert metadata(pinned, "model_ridge")["params"]["alpha"] == 123.0
+    sources = metadata(pinned, "model_ridge")["param_sources"]
+    assert sources["alpha"] == "config" and set(sources.values()) <= {"config", "tuned", "default"}

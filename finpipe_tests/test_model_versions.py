@@ -25,7 +25,7 @@ from finpipe.models.versions import (
     publish_training,
     settle_challenger,
 )
-from finpipe_tests.synthetic_model_data import model_frames
+from finpipe_tests.synthetic_model_data import fit_window, model_frames
 
 
 def test_compare_on_window_against_spearman_by_hand() -> None:
@@ -57,24 +57,6 @@ def test_compare_on_window_against_spearman_by_hand() -> None:
     assert few.promote and "no evidence" in few.reason
 
 
-def window(panel: PanelData, fit_end: int, valid_end: int, name: str) -> FitWindow:
-    d = panel.dates
-    return FitWindow(
-        name=name,
-        as_of=d[valid_end + 10],
-        label_cutoff=d[valid_end + 6],
-        train_start=d[0],
-        fit_end=d[fit_end],
-        valid_start=d[fit_end + 21],
-        valid_end=d[valid_end],
-        stack_start=d[valid_end - 100],
-        calibration_start=d[valid_end - 50],
-        trained_through=d[valid_end + 5],
-        predict_start=d[valid_end + 10],
-        predict_end=None,
-    )
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> ModelRegistry:
     return ModelRegistry.local(tmp_path_factory.mktemp("mlflow"))
@@ -95,7 +77,7 @@ def train(panel: PanelData, w: FitWindow, negate: bool = False):
 def test_versions_champion_challenger_shadow_and_rollback(
     registry: ModelRegistry, panel: PanelData
 ) -> None:
-    first = window(panel, 300, 400, "serving")
+    first = fit_window(panel, 300, 400, "serving")
     v1, run_id = publish_training(
         registry, "ridge", train(panel, first), first, {"code_version": "a"}
     )
@@ -109,7 +91,7 @@ def test_versions_champion_challenger_shadow_and_rollback(
     # A retrain on anti-signal, compared on the dates after the champion's last training
     # date within the new version's early-stopping tail (positions 471..600, 130 dates):
     # significantly worse, so it is kept as the challenger.
-    later = window(panel, 450, 600, "serving")
+    later = fit_window(panel, 450, 600, "serving")
     v2, _ = publish_training(registry, "ridge", train(panel, later, negate=True), later, {})
     verdict = settle_challenger(registry, "ridge", v2, panel, min_dates=20)
     assert not verdict.promote and verdict.n_dates == 130 and verdict.t_stat < -1.645

@@ -48,6 +48,36 @@ RAW_DATASETS = {
 METADATA_PREFIX = "finpipe."
 LOCAL = LocalFileSystem()
 
+# Which asset writes each top-level folder of the layout (and so what rewrites a file that
+# no longer reads), most specific first.
+PRODUCERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("raw",), "ingest moves it to quarantine/corrupt/ and refetches it on the next refresh"),
+    (("reference",), "re-materialize universe"),
+    (("features", "labels"), "re-materialize labels"),
+    (("features",), "re-materialize features"),
+    (("plan",), "re-materialize time_plan"),
+    (("predictions", "history"), "re-materialize that date's prediction_history partition"),
+    (("predictions",), "re-materialize predictions"),
+    (("evaluation",), "re-materialize walk_forward_predictions"),
+    (("models", "tuned_params"), "re-materialize tuned_params_table"),
+    (("monitoring",), "re-materialize drift_report"),
+    (("portfolio",), "re-materialize the portfolio group"),
+    (("quarantine",), "move it away: quarantined rows are kept for inspection only"),
+)
+
+
+class UnreadableFileError(ValueError):
+    """A stored file that exists but does not read (truncated, overwritten, not Parquet);
+    the message names the file and what rewrites it."""
+
+
+def repair_hint(parts: tuple[str, ...]) -> str:
+    """What rewrites the stored file at `parts` (see PRODUCERS)."""
+    return next(
+        (fix for prefix, fix in PRODUCERS if parts[: len(prefix)] == prefix),
+        "re-materialize the asset that writes it",
+    )
+
 
 def _beside(path: str, suffix: str) -> str:
     """A hidden name next to `path` (readers of the folder skip dot files)."""
@@ -139,21 +169,36 @@ class ParquetStore:
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))
 
+    def unreadable(
+        self, parts: tuple[str, ...], path: str, error: Exception
+    ) -> UnreadableFileError:
+        """The error for a stored file that does not read, naming it and the fix."""
+        return UnreadableFileError(
+            f"{path} is unreadable ({type(error).__name__}: {error}); {repair_hint(parts)}"
+        )
+
     def read(self, *parts: str) -> pd.DataFrame | None:
-        """Read a table, or None when it has never been written."""
+        """Read a table, or None when it has never been written; UnreadableFileError when it
+        exists but does not read."""
         path = self.path(*parts)
         if not self.fs.exists(path):
             return None
-        with self.fs.open(path, "rb") as fh:
-            return pq.read_table(fh).to_pandas()
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return pq.read_table(fh).to_pandas()
+        except (pa.ArrowException, OSError) as error:
+            raise self.unreadable(parts, path, error) from error
 
     def read_metadata(self, *parts: str) -> dict[str, str]:
         """The `finpipe.*` schema metadata written with a table (empty when absent)."""
         path = self.path(*parts)
         if not self.fs.exists(path):
             return {}
-        with self.fs.open(path, "rb") as fh:
-            raw = pq.read_schema(fh).metadata or {}
+        try:
+            with self.fs.open(path, "rb") as fh:
+                raw = pq.read_schema(fh).metadata or {}
+        except (pa.ArrowException, OSError) as error:
+            raise self.unreadable(parts, path, error) from error
         return {
             k.decode()[len(METADATA_PREFIX) :]: v.decode()
             for k, v in raw.items()
@@ -176,8 +221,20 @@ class ParquetStore:
         path = self.path(*parts, suffix=".json")
         if not self.fs.exists(path):
             return None
-        with self.fs.open(path, "rb") as fh:
-            return json.loads(fh.read())
+        try:
+            with self.fs.open(path, "rb") as fh:
+                return json.loads(fh.read())
+        except (ValueError, OSError) as error:
+            raise self.unreadable(parts, path, error) from error
+
+    def move_aside(self, parts: tuple[str, ...], folder: tuple[str, ...]) -> str:
+        """Move a stored table into `folder` under a timestamped name (nothing is deleted);
+        returns where it went."""
+        stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
+        target = self.path(*folder, f"{parts[-1]}-{stamp}")
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        self.fs.mv(self.path(*parts), target)
+        return target
 
     def put_folder(self, local: str | os.PathLike[str], *parts: str) -> str:
         """Copy a local folder (e.g. a saved model) to `<root>/<parts>`, replacing what was

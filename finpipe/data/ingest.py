@@ -17,9 +17,10 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract, conform
-from finpipe.core.storage import ParquetStore
+from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract, ContractError, conform
+from finpipe.core.storage import ParquetStore, UnreadableFileError
 from finpipe.data.quality import RULES_BY_CONTRACT, quarantine_split
+from finpipe.data.sources.base import UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class RefreshReport:
     """What one refresh did to one stored table."""
 
     name: str
-    action: str  # created | appended | rewritten | unchanged
+    action: str  # created | appended | rewritten | unchanged | failed
     fetched_from: date | None = None
     rows_fetched: int = 0
     rows_added: int = 0
@@ -39,6 +40,7 @@ class RefreshReport:
     rows_stored: int = 0
     first_date: date | None = None
     last_date: date | None = None
+    reason: str = ""
 
 
 @dataclass
@@ -56,6 +58,10 @@ class RefreshSummary:
         for r in self.reports:
             out[r.action] = out.get(r.action, 0) + 1
         return out
+
+    def failed(self) -> dict[str, str]:
+        """Names that could not be refreshed, with the reason."""
+        return {r.name: r.reason for r in self.reports if r.action == "failed"}
 
 
 def _day(value: pd.Timestamp) -> date:
@@ -121,10 +127,17 @@ def refresh_table(
 ) -> RefreshReport:
     """Bring one stored table up to `end`, fetching only what it lacks (see module docstring)."""
     name = key[-1]
-    stored = store.read(*key)
+    note = ""
+    try:
+        stored = store.read(*key)
+        covered_from = store.read_metadata(*key).get("fetched_from")
+    except UnreadableFileError as error:
+        moved = store.move_aside(key, ("quarantine", "corrupt", key[1]))
+        log.warning("%s; moved it to %s and refetching", error, moved)
+        stored, covered_from = None, None
+        note = f"the stored table was unreadable: moved to {moved} and refetched"
     if stored is not None and stored.empty:
         stored = None
-    covered_from = store.read_metadata(*key).get("fetched_from")
     if stored is None:
         fetch_from, action = start, "created"
     elif covered_from is None or start < date.fromisoformat(covered_from):
@@ -168,6 +181,7 @@ def refresh_table(
         len(merged),
         _day(merged[date_col].min()),
         _day(merged[date_col].max()),
+        note,
     )
 
 
@@ -197,23 +211,76 @@ def refresh_dataset(
     today = today or pd.Timestamp.today().normalize()
     summary = RefreshSummary(dataset)
     for name in names:
-        report = refresh_table(
-            store,
-            store.raw_key(dataset, name),
-            lambda a, b, n=name: fetch([n], a, b),
-            contract,
-            start,
-            end,
-            today,
-            value_col=value_col,
-            date_col=date_col,
-        )
+        try:
+            report = refresh_table(
+                store,
+                store.raw_key(dataset, name),
+                lambda a, b, n=name: fetch([n], a, b),
+                contract,
+                start,
+                end,
+                today,
+                value_col=value_col,
+                date_col=date_col,
+            )
+        except (UnknownNameError, ContractError) as error:
+            report = RefreshReport(name, "failed", reason=f"{type(error).__name__}: {error}")
+        if report.action != "failed" and report.rows_stored == 0:
+            report.action, report.reason = (
+                "failed",
+                f"the source returned no rows for {start}..{end}",
+            )
         summary.reports.append(report)
-        log.info("%s/%s: %s", dataset, name, report.action)
+        log.info("%s/%s: %s %s", dataset, name, report.action, report.reason)
+    failed = summary.failed()
+    if failed:
+        record_unavailable(store, dataset, failed)
     return summary
 
 
-def read_table(store: ParquetStore, dataset: str, contract: Contract) -> pd.DataFrame:
-    """Every stored raw table of a dataset, concatenated in contract shape (empty if none)."""
-    frame = store.read_all("raw", dataset)
+def record_unavailable(store: ParquetStore, dataset: str, failed: dict[str, str]) -> int:
+    """Add names the source could not provide to `quarantine/universe` (once per dataset,
+    name and reason): a universe problem the quality checks report; returns rows added."""
+    rows = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "name": list(failed),
+            "reason": list(failed.values()),
+            "quarantined_at": pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s"),
+        }
+    )
+    existing = store.read("quarantine", "universe")
+    combined = rows if existing is None else pd.concat([existing, rows], ignore_index=True)
+    combined = combined.drop_duplicates(["dataset", "name", "reason"], keep="first")
+    added = len(combined) - (0 if existing is None else len(existing))
+    if added:
+        store.write(combined.reset_index(drop=True), "quarantine", "universe")
+    return added
+
+
+def read_table(
+    store: ParquetStore, dataset: str, contract: Contract, names: list[str] | None = None
+) -> pd.DataFrame:
+    """The stored raw tables of a dataset (those of `names` only, when given; a name
+    without a table is left out), concatenated in contract shape (empty if none)."""
+    if names is None:
+        frame = store.read_all("raw", dataset)
+    else:
+        stored = set(store.names("raw", dataset))
+        frames = [store.read(*store.raw_key(dataset, n)) for n in names if n in stored]
+        frame = pd.concat(frames, ignore_index=True) if frames else None
     return contract.empty() if frame is None else conform(frame, contract)
+
+
+def universe_tickers(store: ParquetStore) -> list[str]:
+    """The tickers of the stored universe: what every step after ingest works on (stored
+    prices of tickers dropped from it are kept, and left out)."""
+    universe = store.read("reference", "universe")
+    if universe is None:
+        raise FileNotFoundError("the universe is not stored yet: materialize universe")
+    return universe["ticker"].astype(str).tolist()
+
+
+def universe_prices(store: ParquetStore) -> pd.DataFrame:
+    """The stored prices of the universe's tickers, in the prices contract."""
+    return read_table(store, "prices", PRICES, universe_tickers(store))

@@ -2,22 +2,29 @@
 
 import dagster as dg
 
+from finpipe.defs.console import CONSOLE_CONFIG
+
 HISTORY = dg.AssetSelection.assets("prediction_history")
 PREDICTIONS = dg.AssetSelection.assets("predictions")
 REPLAY = dg.AssetSelection.assets("walk_forward_predictions")
 
 ingest_job = dg.define_asset_job(
-    "ingest", selection=dg.AssetSelection.groups("ingest"), description="Refresh the raw data."
+    "ingest",
+    config=CONSOLE_CONFIG,
+    selection=dg.AssetSelection.groups("ingest"),
+    description="Refresh the raw data.",
 )
 
 features_job = dg.define_asset_job(
     "refresh_features",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.groups("ingest", "features"),
     description="Refresh the raw data, the time plan, features, labels and the model panel.",
 )
 
 train_job = dg.define_asset_job(
     "train",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.groups("models"),
     description="Train every served family on the serving window, register the versions, "
     "and fit the serving ensemble from the stored replay.",
@@ -25,18 +32,21 @@ train_job = dg.define_asset_job(
 
 tune_job = dg.define_asset_job(
     "tune",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.groups("tuning"),
     description="Optuna studies per family on the research period (resumable).",
 )
 
 predict_job = dg.define_asset_job(
     "predict",
+    config=CONSOLE_CONFIG,
     selection=PREDICTIONS,
     description="Predictions for the newest date from the models that serve now.",
 )
 
 evaluate_job = dg.define_asset_job(
     "evaluate",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.groups("evaluation"),
     description="The walk-forward replay of the served procedure (one step per fold, stored "
     "folds reused) and the backtest report.",
@@ -44,6 +54,7 @@ evaluate_job = dg.define_asset_job(
 
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.groups("ingest", "features", "monitoring") | PREDICTIONS,
     description="After the close: new data, features, the drift report and predictions for "
     "the newest date; no retraining.",
@@ -51,6 +62,7 @@ daily_refresh_job = dg.define_asset_job(
 
 retrain_job = dg.define_asset_job(
     "retrain",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.groups("models") | REPLAY | PREDICTIONS,
     description="Bring the replay up to date, retrain every served family through the newest "
     "known labels, refit the serving ensemble, and predict.",
@@ -58,6 +70,7 @@ retrain_job = dg.define_asset_job(
 
 full_job = dg.define_asset_job(
     "full",
+    config=CONSOLE_CONFIG,
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("tuning") - HISTORY,
     description="The whole graph, ingest to report (tuning is its own job; the prediction "
     "history records each predictions date through its sensor).",
@@ -65,6 +78,7 @@ full_job = dg.define_asset_job(
 
 history_job = dg.define_asset_job(
     "record_prediction_history",
+    config=CONSOLE_CONFIG,
     selection=HISTORY,
     description="Record one day's served predictions and fill realised returns.",
 )

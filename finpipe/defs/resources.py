@@ -7,14 +7,15 @@ import tempfile
 import typing
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 import pandas as pd
 import pydantic
 
-from finpipe.core.storage import ParquetStore, staged_folder
-from finpipe.core.time_plan import PlanSettings, TimePlan
+from finpipe.core.identifiers import validate_series_id, validate_ticker
+from finpipe.core.storage import ParquetStore, UnreadableFileError, staged_folder
+from finpipe.core.time_plan import PlanSettings, TimePlan, TimePlanError
 from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
 from finpipe.data.sources.bundled import BundledSource, bundled_stocks, stocks_for_universe
 from finpipe.data.sources.synthetic import (
@@ -24,17 +25,19 @@ from finpipe.data.sources.synthetic import (
     synthetic_universe,
 )
 from finpipe.data.universe import universe_frame
+from finpipe.evaluation.reports import PLOTS
+from finpipe.features.engine import FAMILIES, GROUPS
 from finpipe.models.panel_data import PANEL_META, PanelData, load_panel, save_panel
-from finpipe.models.registry import is_pytorch_family
+from finpipe.models.registry import is_pytorch_family, list_models, model_class
 from finpipe.models.versions import ModelRegistry
 from finpipe.monitoring.drift import DriftThresholds
 
 # yfinance and fredapi are imported only when the live source is chosen: slow imports.
-SOURCES = ("bundled", "live", "synthetic")
 DEFAULT_UNIVERSE = "sp500_20"
 DEFAULT_MACRO_SERIES = ["VIXCLS", "CPILFESL", "AAA", "BAA"]
 PANEL_FOLDER = "panel"
 PLAN_PATH = ("plan", "time_plan")
+TUNED_PARAMS = ("models", "tuned_params")
 
 
 def family_overrides(params_json: str, family: str) -> dict:
@@ -43,15 +46,67 @@ def family_overrides(params_json: str, family: str) -> dict:
     return dict(overrides.get(family, {}))
 
 
+def iso_date(value: str) -> str:
+    """`value` if it is empty or a date written YYYY-MM-DD; a ValueError that says so."""
+    if value:
+        try:
+            date.fromisoformat(value)
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not a date written YYYY-MM-DD ({error})") from None
+    return value
+
+
+def known_names(values: list[str], allowed: list[str] | tuple[str, ...], what: str) -> list[str]:
+    """`values` if every one is in `allowed`; a ValueError naming the others otherwise."""
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; choose from {sorted(allowed)}")
+    return values
+
+
 def default_data_root() -> str:
     """`FINPIPE_DATA_ROOT` if set, else `./data` under the working directory."""
     return os.environ.get("FINPIPE_DATA_ROOT", str(Path.cwd() / "data"))
 
 
-class StorageResource(dg.ConfigurableResource):
-    """Root of finpipe's Parquet tables: a local path or an fsspec URL (s3://, gs://, ...)."""
+class InvalidSettingsError(ValueError):
+    """Settings that break their resource's rules, every problem named."""
 
-    root: str
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid run config, nothing was run:\n- " + "\n- ".join(problems))
+
+
+class Settings(dg.ConfigurableResource):
+    """A resource whose invalid config is refused as `key.field = value: what is allowed`
+    (the key it has in the definitions), not as a bare pydantic error."""
+
+    def __init__(self, **config: Any) -> None:
+        try:
+            super().__init__(**config)
+        except pydantic.ValidationError as error:
+            key = next((k for k, kind in SETTINGS.items() if kind is type(self)), "")
+            key = key or type(self).__name__
+            raise InvalidSettingsError([describe_error(key, e) for e in error.errors()]) from None
+
+
+class StorageResource(Settings):
+    """Root of finpipe's Parquet tables: a local path or an fsspec URL (s3://, gs://, ...).
+
+    Every step uses it, so it is also where a run's launch config is checked as a whole:
+    a setting given at launch that breaks any resource's rules fails the first step, before
+    anything is written, with every problem named (`config_problems`).
+    """
+
+    root: Annotated[str, pydantic.Field(min_length=1)]
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run_config = context.run.run_config if context.run else {}
+        problems = config_problems(run_config)
+        if problems:
+            raise dg.Failure(
+                description="invalid run config, nothing was run:\n- " + "\n- ".join(problems)
+            )
 
     def store(self) -> ParquetStore:
         return ParquetStore(self.root)
@@ -97,7 +152,13 @@ class StorageResource(dg.ConfigurableResource):
             raise FileNotFoundError(
                 "the model panel is not stored yet: materialize model_panel (group features)"
             )
-        return load_panel(folder)
+        try:
+            return load_panel(folder)
+        except (OSError, ValueError) as error:
+            raise UnreadableFileError(
+                f"the model panel in {folder} is unreadable ({type(error).__name__}: {error}); "
+                "re-materialize model_panel"
+            ) from error
 
     def panel_fingerprint(self) -> str:
         """The fingerprint of the stored model panel (what a model was trained on)."""
@@ -105,6 +166,13 @@ class StorageResource(dg.ConfigurableResource):
         if meta is None:
             raise FileNotFoundError("the model panel is not stored yet: materialize model_panel")
         return str(meta["fingerprint"])
+
+    def read_tuned_params(self, family: str) -> dict[str, Any]:
+        """Best parameters the tune job stored for `family` (empty when it has not run)."""
+        table = self.store().read(*TUNED_PARAMS)
+        if table is None or family not in set(table["family"]):
+            return {}
+        return json.loads(table.loc[table["family"] == family, "params_json"].iloc[-1])
 
     def read_plan(self) -> TimePlan:
         """The stored time plan (what the time_plan asset wrote)."""
@@ -114,13 +182,13 @@ class StorageResource(dg.ConfigurableResource):
         return TimePlan.from_dict(state)
 
 
-class FredCredentials(dg.ConfigurableResource):
+class FredCredentials(Settings):
     """FRED API key, read from the FRED_API_KEY environment variable through EnvVar."""
 
     api_key: str | None = None
 
 
-class TrainingSettings(dg.ConfigurableResource):
+class TrainingSettings(Settings):
     """Which model families serve and are replayed, their parameters, and tuning.
 
     `families` are the members of the served ensemble and of every replay fold (the demo
@@ -130,18 +198,56 @@ class TrainingSettings(dg.ConfigurableResource):
     FORCE_CPU=1 also work).
     """
 
-    families: list[str] = ["ridge", "hist_gbm", "lstm"]
+    families: list[str] = pydantic.Field(default=["ridge", "hist_gbm", "lstm"], min_length=1)
     params_json: str = ""
-    device: str = ""
+    device: Literal["", "cpu", "cuda", "mps"] = ""
     tune_families: list[str] = ["ridge", "lstm"]
-    tune_trials: int = 10
+    tune_trials: Annotated[int, pydantic.Field(ge=1)] = 10
     optuna_storage: str = ""
+
+    @pydantic.field_validator("families", "tune_families")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        return known_names(value, list_models(), "model families")
+
+    @pydantic.field_validator("params_json")
+    @classmethod
+    def _params(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            overrides = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is not JSON ({error}): give '{{\"<family>\": {{...}}}}'") from None
+        if not isinstance(overrides, dict) or not all(
+            isinstance(v, dict) for v in overrides.values()
+        ):
+            raise ValueError('must map families to parameter objects: {"lstm": {"window": 30}}')
+        known_names(list(overrides), list_models(), "model families")
+        for family, params in overrides.items():
+            allowed = set(model_class(family).defaults)
+            unknown = sorted(set(params) - allowed)
+            if unknown:
+                raise ValueError(
+                    f"{family} does not take {unknown}; its parameters are {sorted(allowed)}"
+                )
+        return value
 
     def params_for(self, family: str) -> dict:
         params = family_overrides(self.params_json, family)
         if self.device and is_pytorch_family(family):
             params.setdefault("device", self.device)
         return params
+
+    def resolved_params(
+        self, family: str, storage: StorageResource
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The parameters `family` trains with, serving and replay alike, and where each came
+        from: the config (`params_json`, `device`) wins over what the tune job found on the
+        research period; what neither sets is the family's default."""
+        tuned, explicit = storage.read_tuned_params(family), self.params_for(family)
+        sources = {**dict.fromkeys(tuned, "tuned"), **dict.fromkeys(explicit, "config")}
+        return {**tuned, **explicit}, sources
 
     def optuna_url(self, storage: StorageResource) -> str:
         """`optuna_storage`, else FINPIPE_OPTUNA_STORAGE, else SQLite beside the local data."""
@@ -151,7 +257,7 @@ class TrainingSettings(dg.ConfigurableResource):
         return f"sqlite:///{storage.local_folder('optuna') / 'studies.db'}"
 
 
-class RegistryResource(dg.ConfigurableResource):
+class RegistryResource(Settings):
     """The MLflow tracking store and model registry.
 
     `tracking_uri`, else MLFLOW_TRACKING_URI, else SQLite in `mlflow/` under a local data
@@ -177,7 +283,7 @@ class RegistryResource(dg.ConfigurableResource):
         return registry.run_link(run_id, url)
 
 
-class ForecastSettings(dg.ConfigurableResource):
+class ForecastSettings(Settings):
     """Intervals, signals and the gates on the served predictions.
 
     Conformal intervals at `interval_level` (calibrated at every level of `levels`).
@@ -191,33 +297,49 @@ class ForecastSettings(dg.ConfigurableResource):
     shared out-of-sample dates.
     """
 
-    levels: list[float] = [0.8, 0.9]
-    interval_level: float = 0.8
-    mc_samples: int = 0
-    buy_ratio: float = 0.1
-    min_return: float = 0.0
-    max_model_age: int = 63
-    promotion_min_dates: int = 20
+    levels: list[Annotated[float, pydantic.Field(gt=0, lt=1)]] = pydantic.Field(
+        default=[0.8, 0.9], min_length=1
+    )
+    interval_level: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.8
+    mc_samples: Annotated[int, pydantic.Field(ge=0)] = 0
+    buy_ratio: Annotated[float, pydantic.Field(ge=0)] = 0.1
+    min_return: Annotated[float, pydantic.Field(ge=0)] = 0.0
+    max_model_age: Annotated[int, pydantic.Field(ge=1)] = 63
+    promotion_min_dates: Annotated[int, pydantic.Field(ge=1)] = 20
+
+    @pydantic.model_validator(mode="after")
+    def _level_calibrated(self) -> "ForecastSettings":
+        if not any(abs(level - self.interval_level) < 1e-12 for level in self.levels):
+            raise ValueError(
+                f"interval_level {self.interval_level} is not one of the calibrated levels "
+                f"{self.levels}: add it to levels"
+            )
+        return self
 
 
-class EvaluationSettings(dg.ConfigurableResource):
+class EvaluationSettings(Settings):
     """The backtest of the replay and its leak gate.
 
-    Portfolios trade the `portfolio_horizon` (0: the shortest) with `top_k` names per leg
-    (a count, or a fraction of the names) net of `cost_bps`. The leak gate fails the replay
+    Portfolios trade the `portfolio_horizon` (0: the shortest) with the `top_k` fraction of
+    the names in each leg (at least one name) net of `cost_bps`. The leak gate fails the replay
     when its out-of-sample skill is beyond what daily equity data allows: a mean rank IC
     above `max_rank_ic` or a long-short Sharpe ratio above `max_sharpe` (planted-signal
     tests set their own).
     """
 
-    portfolio_horizon: int = 0
-    top_k: float = 0.2
-    cost_bps: float = 5.0
-    n_boot: int = 1000
+    portfolio_horizon: Annotated[int, pydantic.Field(ge=0)] = 0
+    top_k: Annotated[float, pydantic.Field(gt=0, le=0.5)] = 0.2
+    cost_bps: Annotated[float, pydantic.Field(ge=0)] = 5.0
+    n_boot: Annotated[int, pydantic.Field(ge=100)] = 1000
     report_title: str = "finpipe walk-forward backtest"
     metadata_plots: list[str] = ["equity_curves", "rolling_rank_ic", "regime_bars"]
-    max_rank_ic: float = 0.2
-    max_sharpe: float = 5.0
+    max_rank_ic: Annotated[float, pydantic.Field(gt=0, le=1)] = 0.2
+    max_sharpe: Annotated[float, pydantic.Field(gt=0)] = 5.0
+
+    @pydantic.field_validator("metadata_plots")
+    @classmethod
+    def _plots(cls, value: list[str]) -> list[str]:
+        return known_names(value, PLOTS, "plots")
 
 
 def dataclass_fields(kind: type, types: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
@@ -231,9 +353,14 @@ def dataclass_fields(kind: type, types: dict[str, Any] | None = None) -> dict[st
     }
 
 
-class _MonitoringWindows(dg.ConfigurableResource):
-    recent_days: int = 63
-    reference_rows: int = 50_000
+class _MonitoringWindows(Settings):
+    recent_days: Annotated[int, pydantic.Field(ge=2)] = 63
+    reference_rows: Annotated[int, pydantic.Field(ge=100)] = 50_000
+
+    @pydantic.model_validator(mode="after")
+    def _thresholds_in_range(self) -> "_MonitoringWindows":
+        self.thresholds()
+        return self
 
     def thresholds(self) -> DriftThresholds:
         return DriftThresholds(
@@ -254,10 +381,28 @@ MonitoringSettings = pydantic.create_model(
 )
 
 
-class _ResearchDesign(dg.ConfigurableResource):
+class _ResearchDesign(Settings):
     feature_families: list[str] = []
     research_end: str = ""
-    research_fraction: float = 0.45
+    research_fraction: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.45
+
+    @pydantic.field_validator("feature_families")
+    @classmethod
+    def _families(cls, value: list[str]) -> list[str]:
+        return known_names(value, [*GROUPS, *(f.name for f in FAMILIES)], "feature families")
+
+    @pydantic.field_validator("research_end")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        return iso_date(value)
+
+    @pydantic.model_validator(mode="after")
+    def _plan_valid(self) -> "_ResearchDesign":
+        try:
+            self.plan_settings()
+        except TimePlanError as error:
+            raise ValueError(str(error)) from None
+        return self
 
     def plan_settings(self) -> PlanSettings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(PlanSettings)}
@@ -287,7 +432,7 @@ ResearchSettings = pydantic.create_model(
 )
 
 
-class MarketDataResource(dg.ConfigurableResource):
+class MarketDataResource(Settings):
     """Which source, universe and date range the ingest assets use.
 
     source: `bundled` (offline, packaged real data; default), `live` (yfinance prices and
@@ -298,23 +443,47 @@ class MarketDataResource(dg.ConfigurableResource):
     Empty `universe`, `benchmark`, `start_date` or `end_date` take the source's defaults.
     """
 
-    source: str = "bundled"
+    source: Literal["bundled", "live", "synthetic"] = "bundled"
     universe: str = ""
     benchmark: str = ""
     start_date: str = ""
     end_date: str = ""
     macro_series: list[str] = DEFAULT_MACRO_SERIES
-    synthetic_n_tickers: int = 50
-    synthetic_n_days: int = 1500
-    synthetic_seed: int = 0
-    synthetic_signal_strength: float = 0.0
+    synthetic_n_tickers: Annotated[int, pydantic.Field(ge=1)] = 50
+    synthetic_n_days: Annotated[int, pydantic.Field(ge=2)] = 1500
+    synthetic_seed: Annotated[int, pydantic.Field(ge=0)] = 0
+    synthetic_signal_strength: Annotated[float, pydantic.Field(ge=0, lt=1)] = 0.0
     synthetic_regimes: bool = False
-    max_gap_days: int = 5
-    max_stale_days: int = 5
+    max_gap_days: Annotated[int, pydantic.Field(ge=1)] = 5
+    max_stale_days: Annotated[int, pydantic.Field(ge=0)] = 5
 
-    def _check_source(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"market_data.source is {self.source!r}; expected one of {SOURCES}")
+    @pydantic.field_validator("start_date", "end_date")
+    @classmethod
+    def _dates(cls, value: str) -> str:
+        return iso_date(value)
+
+    @pydantic.field_validator("universe")
+    @classmethod
+    def _universe(cls, value: str) -> str:
+        if value:
+            universe_frame(value)
+        return value
+
+    @pydantic.field_validator("benchmark")
+    @classmethod
+    def _benchmark(cls, value: str) -> str:
+        return validate_ticker(value) if value else value
+
+    @pydantic.field_validator("macro_series")
+    @classmethod
+    def _series(cls, value: list[str]) -> list[str]:
+        return [validate_series_id(v) for v in value]
+
+    @pydantic.model_validator(mode="after")
+    def _date_order(self) -> "MarketDataResource":
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+        return self
 
     def synthetic_config(self) -> SyntheticConfig:
         return SyntheticConfig(
@@ -326,7 +495,6 @@ class MarketDataResource(dg.ConfigurableResource):
         )
 
     def price_source(self) -> PriceSource:
-        self._check_source()
         if self.source == "synthetic":
             return SyntheticSource(self.synthetic_config())
         if self.source == "live":
@@ -336,8 +504,9 @@ class MarketDataResource(dg.ConfigurableResource):
         return BundledSource(stocks_for_universe(self.universe_spec()))
 
     def macro_source(self, fred: FredCredentials) -> MacroSource | None:
-        self._check_source()
-        if self.source == "synthetic":
+        """The macro source, or None when there is none: the synthetic source, or the live
+        one without a FRED key (`no_macro_reason` says which)."""
+        if self.no_macro_reason(fred):
             return None
         if self.source == "live":
             from finpipe.data.sources.fred import FredSource
@@ -345,8 +514,18 @@ class MarketDataResource(dg.ConfigurableResource):
             return FredSource(api_key=fred.api_key)
         return BundledSource()
 
+    def no_macro_reason(self, fred: FredCredentials) -> str:
+        """Why this configuration has no macro series ("" when it has them)."""
+        if self.source == "synthetic":
+            return "the synthetic source has no macro series"
+        if self.source == "live" and not fred.api_key:
+            return (
+                "FRED_API_KEY is not set: the macro series are skipped (set it for them, from "
+                "https://fred.stlouisfed.org/docs/api/api_key.html)"
+            )
+        return ""
+
     def fundamentals_source(self) -> FundamentalsSource | None:
-        self._check_source()
         if self.source != "live":
             return None
         from finpipe.data.sources.yahoo import YahooSource
@@ -378,6 +557,46 @@ class MarketDataResource(dg.ConfigurableResource):
             first, last = date(2000, 1, 1), pd.Timestamp.today().date()
         start = date.fromisoformat(self.start_date) if self.start_date else first
         end = date.fromisoformat(self.end_date) if self.end_date else last
-        if start > end:
-            raise ValueError(f"market_data.start_date {start} is after end_date {end}")
         return start, end
+
+
+# The settings a run's config may set, by resource key (what `config_problems` checks).
+SETTINGS: dict[str, type[Settings]] = {
+    "storage": StorageResource,
+    "fred": FredCredentials,
+    "market_data": MarketDataResource,
+    "research": ResearchSettings,
+    "training": TrainingSettings,
+    "forecasting": ForecastSettings,
+    "evaluation": EvaluationSettings,
+    "monitoring": MonitoringSettings,
+    "registry": RegistryResource,
+}
+
+
+def config_problems(run_config: dict[str, Any]) -> list[str]:
+    """Every rule the settings given in a run's config break, as `key.field = value: why`
+    (a resource's other fields take their defaults)."""
+    resources = run_config.get("resources") or {}
+    problems = []
+    for key, kind in SETTINGS.items():
+        given = {  # an {"env": NAME} value is resolved, and checked, by Dagster itself
+            field: value
+            for field, value in ((resources.get(key) or {}).get("config") or {}).items()
+            if not (isinstance(value, dict) and set(value) == {"env"})
+        }
+        if not given:
+            continue
+        try:
+            kind(**given)
+        except InvalidSettingsError as error:
+            problems += error.problems
+    return problems
+
+
+def describe_error(key: str, error: Any) -> str:
+    """One pydantic error as `key.field = value: what is allowed`."""
+    field = ".".join(str(part) for part in error["loc"])
+    where = f"{key}.{field}" if field else key
+    value = f" = {error['input']!r}" if field else ""
+    return f"{where}{value}: {error['msg'].removeprefix('Value error, ')}"

@@ -119,12 +119,30 @@ def create_model(name: str, **params: Any) -> Forecaster:
     return model_class(name)(**params)
 
 
+class UnreadableModelError(ValueError):
+    """A saved model whose files are missing or do not load; the message names the file."""
+
+
 def load_model(path: str | os.PathLike[str]) -> Forecaster:
-    """Load a model saved with `Forecaster.save`, whatever its family."""
+    """Load a model saved with `Forecaster.save`, whatever its family; UnreadableModelError
+    naming the file when its files are missing, truncated or not a finpipe model."""
     directory = Path(path)
-    meta = json.loads((directory / META_FILE).read_text())
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise UnreadableModelError(
+            f"{directory / META_FILE} is unreadable ({type(error).__name__}: {error})"
+        ) from error
     if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{directory}: unsupported model format {meta.get('format')}")
+        raise UnreadableModelError(f"{directory}: unsupported model format {meta.get('format')}")
     if meta.get("family") not in FAMILIES:
-        raise KeyError(f"{directory}: unknown model family {meta.get('family')!r}")
-    return model_class(meta["family"]).restore(directory, meta)
+        raise UnreadableModelError(f"{directory}: unknown model family {meta.get('family')!r}")
+    family = model_class(meta["family"])
+    try:
+        return family.restore(directory, meta)
+    except Exception as error:
+        # joblib, pickle and torch raise many types for a truncated or foreign file.
+        raise UnreadableModelError(
+            f"{directory}: the saved {meta['family']} model does not load "
+            f"({type(error).__name__}: {error})"
+        ) from error

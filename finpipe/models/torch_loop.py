@@ -152,7 +152,9 @@ def _load_checked(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} does not load: {err}") from err
+        raise CheckpointError(
+            f"checkpoint {path} does not load: {err}; delete {path.parent} to train from scratch"
+        ) from err
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {path} has no model state")
     return state
@@ -182,7 +184,13 @@ class CheckpointManager:
         index = self.directory / self.INDEX
         if not index.exists():
             return []
-        return json.loads(index.read_text())
+        try:
+            return json.loads(index.read_text())
+        except ValueError as error:
+            raise CheckpointError(
+                f"checkpoint index {index} is unreadable ({error}); delete {self.directory} "
+                "to train from scratch"
+            ) from error
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         atomic_write_bytes(self.directory / self.INDEX, json.dumps(entries).encode())

@@ -46,8 +46,17 @@ def open_study(
 ) -> optuna.Study:
     """Create or reopen the study `study_name` (default `finpipe-<family>`) in `storage`."""
     model_class(family)
+    url = storage_url(storage)
+    try:
+        rdb = optuna.storages.RDBStorage(url)
+    except Exception as error:
+        # SQLAlchemy and Optuna raise their own types for a file that is not a database.
+        raise ValueError(
+            f"the Optuna storage {url} is unreadable ({type(error).__name__}: {error}); delete "
+            "it (the studies start again) or set training.optuna_storage to another database"
+        ) from error
     return optuna.create_study(
-        storage=optuna.storages.RDBStorage(storage_url(storage)),
+        storage=rdb,
         study_name=study_name or f"finpipe-{family}",
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials),

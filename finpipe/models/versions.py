@@ -30,7 +30,7 @@ from finpipe.core.metrics import daily_rank_ic, mean_stderr
 from finpipe.core.time_plan import FitWindow
 from finpipe.models.base import Forecaster
 from finpipe.models.panel_data import PanelData
-from finpipe.models.registry import load_model
+from finpipe.models.registry import UnreadableModelError, load_model
 from finpipe.models.trainer import TrainingRun
 
 EXPERIMENT = "finpipe"
@@ -334,9 +334,19 @@ def publish_training(
 
 
 def load_version(registry: ModelRegistry, version: ModelVersion) -> Forecaster:
-    """The fitted model a registered version holds."""
+    """The fitted model a registered version holds; UnreadableModelError naming the version
+    and what to do when its artifacts are missing or do not load."""
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory() as tmp:
-        return load_model(registry.download(version, tmp))
+        try:
+            return load_model(registry.download(version, tmp))
+        except (UnreadableModelError, OSError, MlflowException) as error:
+            raise UnreadableModelError(
+                f"{version.uri} (run {version.run_id}) is unreadable: {error}. Re-materialize "
+                f"model_{version.component} to register a new version, or move the "
+                f"{CHAMPION} alias to another one"
+            ) from error
 
 
 def settle_challenger(

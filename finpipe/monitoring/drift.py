@@ -118,6 +118,19 @@ class DriftThresholds:
     ic_drop: float = 0.03
     min_live_dates: int = 20
 
+    def __post_init__(self) -> None:
+        if not self.psi > 0:
+            raise ValueError(f"psi must be > 0, got {self.psi}")
+        if not 0 < self.ks_pvalue < 1:
+            raise ValueError(f"ks_pvalue must be in (0, 1), got {self.ks_pvalue}")
+        if not 0 < self.max_drifted_share <= 1:
+            raise ValueError(f"max_drifted_share must be in (0, 1], got {self.max_drifted_share}")
+        if self.ic_drop < 0 or self.min_live_dates < 1:
+            raise ValueError(
+                f"ic_drop must be >= 0 and min_live_dates >= 1, got {self.ic_drop} and "
+                f"{self.min_live_dates}"
+            )
+
 
 @dataclass
 class DriftAssessment:

@@ -24,6 +24,13 @@ OHLCV_COLUMNS = {
 }
 
 
+class UnknownNameError(KeyError):
+    """A ticker or series id the source does not have; the others can still be fetched."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class SourceUnavailableError(RuntimeError):
     """A source could not be reached (network down, missing key); the message says what to do."""
 

@@ -42,7 +42,7 @@ import pandas as pd
 
 from finpipe.core.contracts import MACRO, PRICES, conform
 from finpipe.core.identifiers import validate_series_id, validate_tickers
-from finpipe.data.sources.base import OHLCV_COLUMNS
+from finpipe.data.sources.base import OHLCV_COLUMNS, UnknownNameError
 from finpipe.data.sources.release_lag import conservative_available_at
 
 STOCK_DATASETS = ("skfolio", "bokeh")
@@ -178,7 +178,7 @@ class BundledSource:
         validate_tickers(tickers)
         unknown = sorted(set(tickers) - set(self.available_tickers()))
         if unknown:
-            raise KeyError(
+            raise UnknownNameError(
                 f"bundled source ({self.stocks} stocks) has no tickers {unknown}; "
                 f"it has {self.available_tickers()}"
             )
@@ -192,7 +192,7 @@ class BundledSource:
             validate_series_id(series_id)
         unknown = sorted(set(series_ids) - set(self.available_series()))
         if unknown:
-            raise KeyError(
+            raise UnknownNameError(
                 f"bundled source has no series {unknown}; it has {self.available_series()}"
             )
         macro = bundled_macro()

@@ -14,13 +14,14 @@ import pandas as pd
 from finpipe.core.contracts import LABELS, PRICES, REPLAY
 from finpipe.core.provenance import code_fingerprint
 from finpipe.core.storage import ParquetStore
-from finpipe.data.ingest import read_table
+from finpipe.data.ingest import read_table, universe_prices
 from finpipe.defs.assets.features import labels, time_plan
 from finpipe.defs.assets.ingest import benchmark_prices, raw_prices
 from finpipe.defs.metadata import contract_schema, embedded_png, md_table
 from finpipe.defs.resources import (
     EvaluationSettings,
     ForecastSettings,
+    MarketDataResource,
     RegistryResource,
     StorageResource,
     TrainingSettings,
@@ -49,10 +50,12 @@ FOLDS = ("evaluation", "folds")
 REPLAY_PATH = ("evaluation", "replay")
 
 
-def fold_families(training: TrainingSettings) -> dict[str, dict[str, Any]]:
-    """The families every fold trains, with their parameters (as configured: tuned values
-    come from the research period and are written into the config to be replayed)."""
-    return {family: training.params_for(family) for family in sorted(training.families)}
+def fold_families(
+    storage: StorageResource, training: TrainingSettings
+) -> dict[str, dict[str, Any]]:
+    """The families every fold trains, with the parameters serving trains them with (tuned
+    values come from the research period only, so the test period stays unseen)."""
+    return {f: training.resolved_params(f, storage)[0] for f in sorted(training.families)}
 
 
 def read_fold(store: ParquetStore, name: str, window) -> FoldForecasts:
@@ -95,7 +98,7 @@ def run_replay_fold(
     plan = storage.read_plan()
     window = plan.fold(fold)
     panel = storage.read_panel()
-    families = fold_families(training)
+    families = fold_families(storage, training)
     extra = {"code": code_fingerprint(), "mc_samples": forecasting.mc_samples}
     fingerprint = fold_fingerprint(window, families, panel.feature_names, extra)
     stored = store.read_metadata(*FOLDS, f"{fold}_points")
@@ -104,7 +107,7 @@ def run_replay_fold(
     ):
         context.log.info("%s: stored with the same fingerprint, reused", fold)
         return fold
-    prices = read_table(store, "prices", PRICES)
+    prices = universe_prices(store)
 
     def log_epoch(record: dict[str, Any]) -> None:
         context.log.info(
@@ -222,6 +225,7 @@ def backtest_report(
     storage: StorageResource,
     training: TrainingSettings,
     evaluation: EvaluationSettings,
+    market_data: MarketDataResource,
 ) -> dg.MaterializeResult:
     """The replay's test period beside the baselines, net of costs, by regime, with
     uncertainty and interval coverage per year: an HTML report, a Markdown summary, PNG
@@ -230,8 +234,8 @@ def backtest_report(
     plan = storage.read_plan()
     rows = read_replay(storage)
     oos = rows[rows["date"] >= plan.test_start]
-    prices = read_table(store, "prices", PRICES)
-    benchmark = read_table(store, "benchmark", PRICES)
+    prices = universe_prices(store)
+    benchmark = read_table(store, "benchmark", PRICES, [market_data.benchmark_ticker()])
     config = BacktestConfig(
         horizon=evaluation.portfolio_horizon or None,
         k=evaluation.top_k,

@@ -8,10 +8,15 @@ import dagster as dg
 
 from finpipe.core.contracts import LABELS, MACRO, PRICES
 from finpipe.core.time_plan import build_time_plan, research_boundary
-from finpipe.data.ingest import read_table
+from finpipe.data.ingest import read_table, universe_prices
 from finpipe.defs.assets.ingest import benchmark_prices, raw_macro, raw_prices, universe
 from finpipe.defs.metadata import contract_schema, frame_schema
-from finpipe.defs.resources import PLAN_PATH, ResearchSettings, StorageResource
+from finpipe.defs.resources import (
+    PLAN_PATH,
+    MarketDataResource,
+    ResearchSettings,
+    StorageResource,
+)
 from finpipe.features import FeatureConfig, build_features, fit_garch
 from finpipe.features.engine import nan_share_by_family
 from finpipe.features.labels import forward_returns
@@ -29,7 +34,7 @@ def time_plan(
     the newest date, under one rule (`finpipe.core.time_plan`); the research boundary is
     fixed once recorded."""
     store = storage.store()
-    dates = read_table(store, "prices", PRICES)["date"].unique()
+    dates = universe_prices(store)["date"].unique()
     recorded = store.read_json(*RESEARCH_END_PATH)
     research_end, source = research_boundary(
         dates,
@@ -76,15 +81,18 @@ def time_plan(
     code_version="2",
 )
 def features(
-    context: dg.AssetExecutionContext, storage: StorageResource, research: ResearchSettings
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    research: ResearchSettings,
+    market_data: MarketDataResource,
 ) -> dg.MaterializeResult:
     """Every feature family the source's fields allow, per (date, ticker), point in time;
     GARCH parameters are fitted once, on the dates before the replay's first fit."""
     store = storage.store()
     plan = storage.read_plan()
-    prices = read_table(store, "prices", PRICES)
-    benchmark = read_table(store, "benchmark", PRICES)
-    macro = read_table(store, "macro", MACRO)
+    prices = universe_prices(store)
+    benchmark = read_table(store, "benchmark", PRICES, [market_data.benchmark_ticker()])
+    macro = read_table(store, "macro", MACRO, list(market_data.macro_series))
     context.log.info("features: fitting GARCH(1,1) on returns up to %s", plan.transform_end.date())
     garch = fit_garch(prices, plan.transform_end)
     config = FeatureConfig(families=tuple(research.feature_families) or None, garch=garch)
@@ -130,7 +138,7 @@ def labels(
 ) -> dg.MaterializeResult:
     """Forward log returns per horizon with `label_end`; the only asset that reads the future."""
     store = storage.store()
-    prices = read_table(store, "prices", PRICES)
+    prices = universe_prices(store)
     frame = forward_returns(prices, tuple(research.horizons), research.execution_lag)
     path = store.write(frame, "features", "labels")
     context.log.info("labels: %d rows for horizons %s", len(frame), list(research.horizons))

@@ -4,7 +4,7 @@ incrementally into Parquet under the storage root."""
 import dagster as dg
 
 from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract
-from finpipe.data.ingest import RefreshSummary, read_table, refresh_dataset
+from finpipe.data.ingest import RefreshSummary, read_table, refresh_dataset, universe_prices
 from finpipe.defs.metadata import contract_schema
 from finpipe.defs.resources import FredCredentials, MarketDataResource, StorageResource
 
@@ -28,6 +28,7 @@ def summary_metadata(
         "rows_stored": dg.MetadataValue.int(summary.total("rows_stored")),
         "first_date": dg.MetadataValue.text(str(min(firsts)) if firsts else ""),
         "last_date": dg.MetadataValue.text(str(max(lasts)) if lasts else ""),
+        "unavailable": dg.MetadataValue.json(summary.failed()),
         **contract_schema(contract),
     }
 
@@ -63,7 +64,7 @@ def raw_prices(
         "raw_prices: %d tickers from %s, %s..%s", len(tickers), source.name, start, end
     )
     summary = refresh_dataset(store, "prices", source.prices, tickers, start, end)
-    prices = read_table(store, "prices", PRICES)
+    prices = universe_prices(store)
     fields = [c for c in PRICES.columns if c in prices and prices[c].notna().any()]
     return dg.MaterializeResult(
         metadata={
@@ -102,12 +103,9 @@ def raw_macro(
     """Macro series by FRED id with point-in-time `available_at`, in `raw/macro/<ID>.parquet`."""
     source = market_data.macro_source(fred)
     if source is None:
-        context.log.info(
-            "raw_macro: source %s has no macro series; nothing stored", market_data.source
-        )
-        return dg.MaterializeResult(
-            metadata={"skipped": dg.MetadataValue.text(f"{market_data.source} has no macro data")}
-        )
+        reason = market_data.no_macro_reason(fred)
+        context.log.warning("raw_macro: %s; nothing stored", reason)
+        return dg.MaterializeResult(metadata={"skipped": dg.MetadataValue.text(reason)})
     start, end = market_data.date_range()
     series = list(market_data.macro_series)
     context.log.info("raw_macro: %s from %s", series, source.name)

@@ -16,6 +16,7 @@ from finpipe.defs.assets.evaluation import read_replay, walk_forward_predictions
 from finpipe.defs.assets.features import labels, model_panel, time_plan
 from finpipe.defs.metadata import embedded_png
 from finpipe.defs.resources import (
+    TUNED_PARAMS,
     ForecastSettings,
     RegistryResource,
     StorageResource,
@@ -38,14 +39,6 @@ from finpipe.models.versions import (
 )
 
 GROUP = "models"
-
-
-def tuned_params(storage: StorageResource, family: str) -> dict[str, Any]:
-    """Best parameters the tune job stored for `family` (empty when it has not run)."""
-    table = storage.store().read("models", "tuned_params")
-    if table is None or family not in set(table["family"]):
-        return {}
-    return json.loads(table.loc[table["family"] == family, "params_json"].iloc[-1])
 
 
 def metric_metadata(metrics: dict[str, float], horizons: tuple[int, ...]) -> dict:
@@ -111,10 +104,10 @@ def tuned_params_table(
         rows.append({"family": family, "params_json": json.dumps(best, sort_keys=True)})
     store = storage.store()
     table = pd.DataFrame(rows, columns=["family", "params_json"])
-    existing = store.read("models", "tuned_params")
+    existing = store.read(*TUNED_PARAMS)
     if existing is not None:
         table = pd.concat([existing[~existing["family"].isin(table["family"])], table])
-    store.write(table.reset_index(drop=True), "models", "tuned_params")
+    store.write(table.reset_index(drop=True), *TUNED_PARAMS)
     return dg.MaterializeResult(
         metadata={
             "best_params": dg.MetadataValue.json(
@@ -155,8 +148,7 @@ def model_asset(family: str) -> dg.AssetsDefinition:
         panel, plan = storage.read_panel(), storage.read_plan()
         window = plan.serving
         train, valid = window_views(panel, window)
-        tuned = tuned_params(storage, family)
-        params = {**tuned, **training.params_for(family)}
+        params, sources = training.resolved_params(family, storage)
         if is_pytorch_family(family):
             params.setdefault("checkpoint_dir", storage.checkpoint_dir(family))
         context.log.info(
@@ -210,8 +202,8 @@ def model_asset(family: str) -> dg.AssetsDefinition:
             "train_samples": dg.MetadataValue.int(run.train_samples),
             "valid_samples": dg.MetadataValue.int(run.valid_samples),
             "params": dg.MetadataValue.json(run.model.get_params()),
-            "params_tuned": dg.MetadataValue.json(
-                sorted(set(tuned) - set(training.params_for(family)))
+            "param_sources": dg.MetadataValue.json(
+                {k: sources.get(k, "default") for k in run.model.get_params()}
             ),
             "served": dg.MetadataValue.bool(True),
         }

@@ -8,9 +8,9 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from finpipe.core.contracts import PREDICTION_HISTORY, PREDICTIONS, PRICES
+from finpipe.core.contracts import PREDICTION_HISTORY, PREDICTIONS
 from finpipe.core.keys import STACKED_ENSEMBLE
-from finpipe.data.ingest import read_table
+from finpipe.data.ingest import universe_prices
 from finpipe.defs.assets.evaluation import read_replay
 from finpipe.defs.assets.features import labels, model_panel, time_plan
 from finpipe.defs.assets.ingest import raw_prices
@@ -70,7 +70,7 @@ def predictions(
         served.champions,
         served.challengers,
         panel.select(newest),
-        recent_volatility(read_table(store, "prices", PRICES)),
+        recent_volatility(universe_prices(store)),
         served.ensemble,
         forecasting.interval_level,
         served.versions,

@@ -3,8 +3,7 @@ downstream (the serving ensemble, the report) instead of being published."""
 
 import dagster as dg
 
-from finpipe.core.contracts import PRICES
-from finpipe.data.ingest import read_table
+from finpipe.data.ingest import universe_prices
 from finpipe.defs.assets.evaluation import read_replay, walk_forward_predictions
 from finpipe.defs.resources import EvaluationSettings, StorageResource
 from finpipe.evaluation.leak_gate import implausible_skill
@@ -23,7 +22,7 @@ def plausible_skill(
     found = implausible_skill(
         rows[rows["date"] >= plan.test_start],
         store.read("features", "labels"),
-        read_table(store, "prices", PRICES),
+        universe_prices(store),
         evaluation.max_rank_ic,
         evaluation.max_sharpe,
         evaluation.top_k,

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from finpipe.core.contracts import FUNDAMENTALS, MACRO, PRICES, Contract
-from finpipe.data.ingest import read_table
+from finpipe.data.ingest import read_table, universe_tickers
 from finpipe.data.quality import (
     RULES_BY_CONTRACT,
     CheckOutcome,
@@ -103,6 +103,49 @@ def quarantine_result(storage: StorageResource, dataset: str) -> dg.AssetCheckRe
     )
 
 
+def expected_names(
+    storage: StorageResource, market_data: MarketDataResource, dataset: str
+) -> list[str]:
+    """The names the configuration asks the source for, per raw dataset."""
+    if dataset == "benchmark":
+        return [market_data.benchmark_ticker()]
+    if dataset == "macro":
+        return list(market_data.macro_series) if market_data.source != "synthetic" else []
+    if dataset == "fundamentals" and market_data.source != "live":
+        return []
+    return universe_tickers(storage.store())
+
+
+def coverage_result(
+    storage: StorageResource, market_data: MarketDataResource, dataset: str
+) -> dg.AssetCheckResult:
+    """Warns while names the configuration asks for have no stored table (the source could
+    not provide them; `quarantine/universe.parquet` holds the reason)."""
+    store = storage.store()
+    missing = sorted(
+        set(expected_names(storage, market_data, dataset)) - set(store.names("raw", dataset))
+    )
+    if not missing:
+        return dg.AssetCheckResult(
+            check_name="every_name_stored", passed=True, description="every name is stored"
+        )
+    held = store.read("quarantine", "universe")
+    reasons = (
+        {}
+        if held is None
+        else dict(held[held["dataset"] == dataset][["name", "reason"]].itertuples(index=False))
+    )
+    return dg.AssetCheckResult(
+        check_name="every_name_stored",
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{len(missing)} names asked for are not stored: {missing[:10]}",
+        metadata={
+            "missing": dg.MetadataValue.json({n: reasons.get(n, "unknown") for n in missing})
+        },
+    )
+
+
 def quality_checks(
     asset: dg.AssetsDefinition, dataset: str, contract: Contract
 ) -> dg.AssetChecksDefinition:
@@ -114,6 +157,13 @@ def quality_checks(
     ]
     specs.append(
         dg.AssetCheckSpec("quarantine", asset=asset, description=f"rows of {dataset} in quarantine")
+    )
+    specs.append(
+        dg.AssetCheckSpec(
+            "every_name_stored",
+            asset=asset,
+            description=f"every {dataset} name the configuration asks for is stored",
+        )
     )
 
     @dg.multi_asset_check(specs=specs, name=f"{dataset}_quality")
@@ -129,6 +179,7 @@ def quality_checks(
             else:
                 yield to_result(name, evaluate(frame, market_data), blocking)
         yield quarantine_result(storage, dataset)
+        yield coverage_result(storage, market_data, dataset)
 
     return _checks
 

@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(DAGSTER_HOME)/dagster.yaml:
 	@mkdir -p $(DAGSTER_HOME)
-	@printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\npython_logs:\n  python_log_level: INFO\n' > $@
+	@printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' > $@
 
 # Tests start a real PostgreSQL server and screenshot the report in headless Chromium;
 # install Debian's packages for them when missing (as root, with apt-get).

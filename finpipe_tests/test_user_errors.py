@@ -371,3 +371,18 @@ def test_importing_the_definitions_does_not_import_torch() -> None:
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert "finpipe.definitions" in imported and "torch" not in imported
     assert not any(name.startswith("torch.") for name in imported)
+
+
+def test_a_run_ends_with_a_summary_of_what_it_changed(tmp_path: Path, capfd) -> None:
+    """Finding: 155 lines of DEBUG events and no closing summary. A run prints INFO lines
+    and ends with what each asset changed and how the checks went."""
+    defs = synthetic(tmp_path)
+    assert run(defs, "ingest").success
+    err = capfd.readouterr().err
+    assert "DEBUG" not in err
+    summary = err[err.index("finpipe: run succeeded") :]
+    assert "asset raw_prices" in summary and "'rows_added':" in summary
+    assert "asset checks:" in summary and " 0 failed" in summary
+    assert run(defs, "ingest").success  # nothing new: nothing added
+    again = capfd.readouterr().err
+    assert "'actions': {'unchanged': 4}" in again[again.index("finpipe: run succeeded") :]

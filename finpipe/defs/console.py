@@ -5,6 +5,7 @@ worth reading, the asset checks, and what was skipped), so a CLI run ends like t
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -49,17 +50,30 @@ def check_lines(checks: list[tuple[str, bool, str, str]]) -> list[str]:
     return lines + [f"    FAILED {name} ({severity}) {why}" for name, _, severity, why in failed]
 
 
+@dataclass
+class RunRecord:
+    """What one run changed so far, shared by every logger Dagster builds for the run."""
+
+    started: float = field(default_factory=time.perf_counter)
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: list[tuple[str, bool, str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# Open runs by id: Dagster builds the run's loggers more than once (the steps' and the
+# run's end), so their summaries meet here; a run's entry goes when its summary is printed.
+OPEN_RUNS: dict[str, RunRecord] = {}
+
+
 class RunSummary(logging.Handler):
     """Collects the run's materializations, checks and skipped steps from Dagster's log
     records; prints the summary when the run ends."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, run_id: str) -> None:
         super().__init__(level=logging.DEBUG)
         self.stream = stream
-        self.started = time.perf_counter()
-        self.assets: dict[str, dict[str, Any]] = {}
-        self.checks: list[tuple[str, bool, str, str]] = []
-        self.skipped: list[str] = []
+        self.run_id = run_id
+        self.record = OPEN_RUNS.setdefault(run_id, RunRecord())
 
     def emit(self, record: logging.LogRecord) -> None:
         event = record.__dict__.get("dagster_event")
@@ -68,12 +82,12 @@ class RunSummary(logging.Handler):
         kind = event.event_type_value
         if kind == "ASSET_MATERIALIZATION":
             materialization = event.step_materialization_data.materialization
-            self.assets[materialization.asset_key.to_user_string()] = {
+            self.record.assets[materialization.asset_key.to_user_string()] = {
                 k: v.value for k, v in materialization.metadata.items()
             }
         elif kind == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
-            self.checks.append(
+            self.record.checks.append(
                 (
                     f"{check.asset_key.to_user_string()}:{check.check_name}",
                     check.passed,
@@ -82,18 +96,20 @@ class RunSummary(logging.Handler):
                 )
             )
         elif kind == "STEP_SKIPPED":
-            self.skipped.append(event.step_key or "")
+            self.record.skipped.append(event.step_key or "")
         elif kind in ("PIPELINE_SUCCESS", "PIPELINE_FAILURE"):  # a run's end, by its old name
             self.stream.write(self.render(kind == "PIPELINE_SUCCESS") + "\n")
             self.stream.flush()
+            OPEN_RUNS.pop(self.run_id, None)
 
     def render(self, success: bool) -> str:
         verdict = "succeeded" if success else "FAILED"
-        lines = [f"finpipe: run {verdict} in {time.perf_counter() - self.started:.1f} s"]
-        lines += [asset_line(key, meta) for key, meta in self.assets.items()]
-        lines += check_lines(self.checks)
-        if self.skipped:
-            lines.append(f"  skipped steps: {', '.join(self.skipped)}")
+        run = self.record
+        lines = [f"finpipe: run {verdict} in {time.perf_counter() - run.started:.1f} s"]
+        lines += [asset_line(key, meta) for key, meta in run.assets.items()]
+        lines += check_lines(run.checks)
+        if run.skipped:
+            lines.append(f"  skipped steps: {', '.join(run.skipped)}")
         return "\n".join(lines)
 
 
@@ -108,7 +124,7 @@ def finpipe_console(init_context: dg.InitLoggerContext) -> logging.Logger:
     lines.setLevel(init_context.logger_config["log_level"].upper())
     lines.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
     logger.addHandler(lines)
-    logger.addHandler(RunSummary(sys.stderr))
+    logger.addHandler(RunSummary(sys.stderr, init_context.run_id or ""))
     return logger
 
 

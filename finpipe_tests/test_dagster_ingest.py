@@ -9,6 +9,7 @@ import pandas as pd
 from finpipe.core.storage import ParquetStore
 from finpipe.definitions import build_defs, defs
 from finpipe.defs.resources import MarketDataResource, StorageResource
+from finpipe.features import FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,5 +138,9 @@ def test_ingest_and_features_on_the_bundled_ohlcv_universe(tmp_path):
     features = materialization(result, "features")
     computed = set(features["families_computed"])
     assert {"alpha158_kbar", "technical_range", "microstructure_gap", "garch"} <= computed
-    # arch's VIX starts in 2014, after this data ends: no invented VIX, the family is skipped.
-    assert set(features["families_skipped"]) == {"alpha158_extremes", "macro_vix"}
+    # arch's VIX starts in 2014, after this data ends: no invented VIX, the family is skipped;
+    # the bundled source has no fundamentals, and says so.
+    skipped = features["families_skipped"]
+    fundamentals = {f.name for f in FAMILIES if f.group == "fundamentals"}
+    assert set(skipped) == {"alpha158_extremes", "macro_vix", *fundamentals}
+    assert all(skipped[f].endswith("; source has no fundamentals") for f in fundamentals)

@@ -1,7 +1,8 @@
 """No look-ahead, proven: features at date t do not change when data after t is cut or altered.
 
 Truncation invariance is checked with hypothesis on random synthetic panels (late listings,
-gaps, zero-volume days, close-only sources) for every family at once, with windows shrunk so
+gaps, zero-volume days, splits, close-only sources, statements released late or out of
+order) for every family at once, with windows shrunk so
 that short panels exercise them; a deterministic test repeats it with the published windows.
 The second half shows that labels, and only labels, read past their date.
 """
@@ -21,6 +22,7 @@ from finpipe.data.sources.synthetic import (
 )
 from finpipe.features import FAMILIES, FeatureConfig, GarchParams, build_features
 from finpipe.features.labels import forward_returns
+from finpipe_tests.synthetic_fundamentals import synthetic_statements
 
 TICKERS = [f"S{i:04d}" for i in range(8)]
 GARCH = GarchParams(
@@ -123,6 +125,8 @@ def panels(draw):
     if draw(st.booleans()):
         zero = prices.sample(frac=0.05, random_state=seed).index
         prices.loc[zero, "volume"] = 0.0
+    split = np.random.default_rng(seed).random(len(prices)) < 0.02
+    prices = prices.assign(split_ratio=np.where(split, 2.0, 1.0))
     if draw(st.booleans()):
         prices = prices[["date", "ticker", "adj_close"]]
     cut = dates[draw(st.integers(max(n_days // 3, min(starts) + 5), n_days - 1))]
@@ -130,6 +134,7 @@ def panels(draw):
         "prices": prices,
         "benchmark": synthetic_benchmark(config),
         "macro": macro_series(dates, seed),
+        "fundamentals": synthetic_statements(list(config.tickers), dates, seed),
         "universe": synthetic_universe(config),
     }
     return inputs, cut
@@ -141,6 +146,7 @@ def known_at(inputs: dict, cut: pd.Timestamp) -> dict:
         "prices": inputs["prices"].loc[inputs["prices"]["date"] <= cut],
         "benchmark": inputs["benchmark"].loc[inputs["benchmark"]["date"] <= cut],
         "macro": inputs["macro"].loc[inputs["macro"]["available_at"] <= cut],
+        "fundamentals": inputs["fundamentals"].loc[inputs["fundamentals"]["available_at"] <= cut],
         "universe": inputs["universe"],
     }
 
@@ -168,16 +174,18 @@ def test_every_family_is_truncation_invariant(drawn) -> None:
         assert set(full.skipped) == {"alpha158_extremes"}
     else:
         needs_bars = {f.name for f in FAMILIES if set(f.needs) - {"adj_close"}}
-        assert set(full.skipped) == needs_bars
+        market_cap = {"fundamentals_earnings_yield", "fundamentals_book_to_price"}  # close
+        assert set(full.skipped) == needs_bars | market_cap
     assert len(full.computed) + len(full.skipped) == len(FAMILIES)
 
 
 def test_published_windows_are_truncation_invariant() -> None:
     config = SyntheticConfig(n_tickers=3, n_days=330, seed=21, n_sectors=2, regimes=True)
     inputs = {
-        "prices": synthetic_panel(config),
+        "prices": synthetic_panel(config).assign(split_ratio=1.0),
         "benchmark": synthetic_benchmark(config),
         "macro": macro_series(config.dates, 21),
+        "fundamentals": synthetic_statements(list(config.tickers), config.dates, 21),
         "universe": synthetic_universe(config),
     }
     params = FeatureConfig(garch=GARCH)

@@ -13,9 +13,9 @@ class FeatureConfig:
 
     `families` selects families by name (e.g. "alpha158_close") or by group ("alpha158",
     "technical", "volatility", "momentum", "microstructure", "cross_asset", "macro",
-    "regime"); None runs them all. Windows count trading dates of the panel's calendar.
-    `garch` holds parameters from `fit_garch` on the training window; without them the
-    GARCH feature is skipped.
+    "regime", "fundamentals"); None runs them all. Windows count trading dates of the
+    panel's calendar. `garch` holds parameters from `fit_garch` on the training window;
+    without them the GARCH feature is skipped.
     """
 
     families: tuple[str, ...] | None = None

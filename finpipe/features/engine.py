@@ -4,7 +4,8 @@ Families compute on wide (dates x tickers) float64 arrays, a block of tickers at
 (bounded memory; blocks can run on threads, since NumPy releases the GIL in its loops), and
 write straight into one preallocated (features x rows) array in the output dtype, which
 becomes the frame without a copy. Families that need the whole cross-section (ranks across
-tickers, sectors) or only dates (macro, regime) run once over the full panel afterwards.
+tickers, sectors), only dates (macro, regime) or the statements of every ticker at once
+(fundamentals) run once over the full panel afterwards.
 Infinities become NaN; nothing else is filled.
 """
 
@@ -20,6 +21,7 @@ import pandas as pd
 from finpipe.features import (
     alpha158,
     cross_asset,
+    fundamentals,
     macro,
     microstructure,
     momentum,
@@ -29,6 +31,7 @@ from finpipe.features import (
 )
 from finpipe.features.config import FeatureConfig
 from finpipe.features.family import Family, FamilyInputs
+from finpipe.features.fundamentals import statement_table
 from finpipe.features.price_panel import PricePanel, RowIndex, build_price_panel, ticker_column
 
 FAMILIES: tuple[Family, ...] = (
@@ -40,6 +43,7 @@ FAMILIES: tuple[Family, ...] = (
     *cross_asset.FAMILIES,
     *macro.FAMILIES,
     *regime.FAMILIES,
+    *fundamentals.FAMILIES,
 )
 GROUPS = tuple(dict.fromkeys(f.group for f in FAMILIES))
 
@@ -103,6 +107,18 @@ def _prepare_macro(frame: pd.DataFrame | None) -> pd.DataFrame | None:
         date=pd.to_datetime(frame["date"]).astype("datetime64[ns]"),
         available_at=pd.to_datetime(frame["available_at"]).astype("datetime64[ns]"),
     )
+
+
+def _wide(prices: pd.DataFrame, column: str, panel: PricePanel) -> np.ndarray | None:
+    """A price column as a (dates, tickers) array of the panel; None when it has no value."""
+    if column not in prices.columns or prices[column].isna().all():
+        return None
+    rows = prices.assign(
+        date=pd.to_datetime(prices["date"]).astype("datetime64[ns]"),
+        ticker=prices["ticker"].astype(str),
+    )
+    wide = rows.pivot(index="date", columns="ticker", values=column)
+    return wide.reindex(index=panel.dates, columns=panel.tickers).to_numpy(dtype=np.float64)
 
 
 def _plan(
@@ -222,24 +238,29 @@ def build_features(
     *,
     benchmark: pd.DataFrame | None = None,
     macro: pd.DataFrame | None = None,
+    fundamentals: pd.DataFrame | None = None,
     universe: pd.DataFrame | None = None,
     config: FeatureConfig | None = None,
 ) -> FeatureSet:
     """Compute the configured feature families for every row of `prices` (prices contract).
 
     A feature at date t reads only data available at the close of t. Families whose inputs
-    are missing (price fields, benchmark, macro series, universe, GARCH parameters) are
-    skipped and listed with the reason.
+    are missing (price fields, benchmark, macro series, fundamentals, universe, GARCH
+    parameters) are skipped and listed with the reason.
     """
     config = config or FeatureConfig()
     start = time.perf_counter()
     if prices.empty:
         raise ValueError("prices is empty: there is nothing to compute features for")
     panel, rows = build_price_panel(prices)
+    statements = statement_table(fundamentals)
     inputs = FamilyInputs(
         config=config,
         benchmark_close=_align_benchmark(benchmark, panel.dates),
         macro=_prepare_macro(macro),
+        fundamentals=statements,
+        traded_close=None if statements is None else _wide(prices, "close", panel),
+        split_ratio=None if statements is None else _wide(prices, "split_ratio", panel),
         universe=None
         if universe is None
         else universe.assign(ticker=universe["ticker"].astype(str)),

@@ -23,6 +23,10 @@ class FamilyInputs:
     config: FeatureConfig
     benchmark_close: np.ndarray | None = None  # benchmark adj_close as of each panel date
     macro: pd.DataFrame | None = None
+    fundamentals: pd.DataFrame | None = None  # fundamentals.statement_table
+    # The prices' traded close and split ratios on the whole panel, given with fundamentals.
+    traded_close: np.ndarray | None = None
+    split_ratio: np.ndarray | None = None
     universe: pd.DataFrame | None = None
     read: Callable[[str], np.ndarray] | None = None  # earlier features, (n_dates, n_tickers)
     available: frozenset[str] = frozenset()  # columns of the families planned so far
@@ -34,7 +38,8 @@ class Family:
 
     `needs` names price columns of the source ("adj_close", "open", "high", "low",
     "volume"). `unavailable` returns why the family cannot run on these inputs (None if it
-    can), for needs beyond price columns: a benchmark, macro series, fitted parameters.
+    can), for needs beyond price columns: a benchmark, macro series, fundamentals, fitted
+    parameters.
     `scope` "ticker" families see one block of tickers at a time; "panel" ones see the whole
     cross-section (and earlier families' outputs through `FamilyInputs.read`).
     `replaces` names a family whose columns this one computes from fewer inputs; it runs

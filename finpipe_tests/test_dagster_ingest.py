@@ -6,10 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from finpipe.core.contracts import FUNDAMENTALS, conform
 from finpipe.core.storage import ParquetStore
+from finpipe.data.sources.synthetic import SyntheticConfig
 from finpipe.definitions import build_defs, defs
-from finpipe.defs.resources import MarketDataResource, StorageResource
+from finpipe.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from finpipe.features import FAMILIES
+from finpipe_tests.synthetic_fundamentals import synthetic_statements
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,3 +147,46 @@ def test_ingest_and_features_on_the_bundled_ohlcv_universe(tmp_path):
     fundamentals = {f.name for f in FAMILIES if f.group == "fundamentals"}
     assert set(skipped) == {"alpha158_extremes", "macro_vix", *fundamentals}
     assert all(skipped[f].endswith("; source has no fundamentals") for f in fundamentals)
+
+
+def test_features_join_the_stored_fundamentals(tmp_path):
+    """Statements stored in raw/fundamentals reach the features; the synthetic source fetches
+    none, so they are stored as the live source's ingest would store them."""
+    research = ResearchSettings(
+        feature_families=["fundamentals"],
+        min_train_days=260,
+        research_fraction=0.75,
+        valid_days=10,
+        stack_days=10,
+        calibration_days=10,
+        retrain_every=50,
+    )
+    definitions = build_defs(
+        {
+            "market_data": MarketDataResource(
+                source="synthetic", synthetic_n_tickers=3, synthetic_n_days=500
+            ),
+            "storage": StorageResource(root=str(tmp_path)),
+            "research": research,
+        }
+    )
+    config = SyntheticConfig(n_tickers=3, n_days=500)
+    statements = synthetic_statements(list(config.tickers), config.dates, seed=0)
+    store = ParquetStore(str(tmp_path))
+    for ticker, rows in statements.groupby("ticker"):
+        store.write(conform(rows, FUNDAMENTALS), *store.raw_key("fundamentals", ticker))
+    result = definitions.resolve_job_def("refresh_features").execute_in_process(
+        raise_on_error=False
+    )
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    features = materialization(result, "features")
+    # synthetic prices carry no split ratios: no market cap, so no price ratios
+    assert set(features["families_skipped"]) == {
+        "fundamentals_earnings_yield",
+        "fundamentals_book_to_price",
+    }
+    assert "split_ratio" in features["families_skipped"]["fundamentals_earnings_yield"]
+    assert len(features["families_computed"]) == 8
+    stored = store.read("features", "features")
+    assert stored["roe"].notna().sum() > 100

@@ -6,10 +6,16 @@ import time
 
 import dagster as dg
 
-from finpipe.core.contracts import LABELS, MACRO, PRICES
+from finpipe.core.contracts import FUNDAMENTALS, LABELS, MACRO, PRICES
 from finpipe.core.time_plan import build_time_plan, research_boundary
-from finpipe.data.ingest import read_table, universe_prices
-from finpipe.defs.assets.ingest import benchmark_prices, raw_macro, raw_prices, universe
+from finpipe.data.ingest import read_table, universe_prices, universe_tickers
+from finpipe.defs.assets.ingest import (
+    benchmark_prices,
+    raw_fundamentals,
+    raw_macro,
+    raw_prices,
+    universe,
+)
 from finpipe.defs.metadata import contract_schema, frame_schema
 from finpipe.defs.resources import (
     PLAN_PATH,
@@ -76,9 +82,9 @@ def time_plan(
 
 @dg.asset(
     group_name=GROUP,
-    deps=[raw_prices, benchmark_prices, raw_macro, universe, time_plan],
+    deps=[raw_prices, benchmark_prices, raw_macro, raw_fundamentals, universe, time_plan],
     kinds={"parquet"},
-    code_version="2",
+    code_version="3",
 )
 def features(
     context: dg.AssetExecutionContext,
@@ -86,21 +92,29 @@ def features(
     research: ResearchSettings,
     market_data: MarketDataResource,
 ) -> dg.MaterializeResult:
-    """Every feature family the source's fields allow, per (date, ticker), point in time;
-    GARCH parameters are fitted once, on the dates before the replay's first fit."""
+    """Every feature family the source's fields allow, per (date, ticker), point in time
+    (stored statements by the date each became public); GARCH parameters are fitted once, on
+    the dates before the replay's first fit."""
     store = storage.store()
     plan = storage.read_plan()
     prices = universe_prices(store)
     benchmark = read_table(store, "benchmark", PRICES, [market_data.benchmark_ticker()])
     macro = read_table(store, "macro", MACRO, list(market_data.macro_series))
+    fundamentals = read_table(store, "fundamentals", FUNDAMENTALS, universe_tickers(store))
     context.log.info("features: fitting GARCH(1,1) on returns up to %s", plan.transform_end.date())
     garch = fit_garch(prices, plan.transform_end)
     config = FeatureConfig(families=tuple(research.feature_families) or None, garch=garch)
-    context.log.info("features: %d price rows, %d tickers", len(prices), prices["ticker"].nunique())
+    context.log.info(
+        "features: %d price rows, %d tickers, %d fundamentals rows",
+        len(prices),
+        prices["ticker"].nunique(),
+        len(fundamentals),
+    )
     result = build_features(
         prices,
         benchmark=benchmark if not benchmark.empty else None,
         macro=macro if not macro.empty else None,
+        fundamentals=fundamentals if not fundamentals.empty else None,
         universe=store.read("reference", "universe"),
         config=config,
     )

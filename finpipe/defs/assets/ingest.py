@@ -125,7 +125,7 @@ def raw_fundamentals(
     context: dg.AssetExecutionContext, market_data: MarketDataResource, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Quarterly statement items per ticker in `raw/fundamentals/<TICKER>.parquet`, with the
-    date each became public (no feature family reads them yet)."""
+    date each became public (the fundamentals feature families join them by that date)."""
     source = market_data.fundamentals_source()
     if source is None:
         reason = f"source {market_data.source} has no fundamentals; nothing stored"

@@ -2,6 +2,8 @@ import pytest
 
 from finpipe.core.identifiers import (
     InvalidIdentifierError,
+    validate_model,
+    validate_name,
     validate_series_id,
     validate_ticker,
     validate_tickers,
@@ -34,6 +36,25 @@ def test_duplicate_tickers_rejected():
 def test_invalid_series_ids_rejected(series_id):
     with pytest.raises(InvalidIdentifierError):
         validate_series_id(series_id)
+
+
+@pytest.mark.parametrize("model", ["ridge", "hist_gbm", "ensemble", "lstm@challenger"])
+def test_valid_models_pass(model):
+    assert validate_model(model) == model
+
+
+@pytest.mark.parametrize(
+    "model", ["Ridge", "../x", "lstm@", "@x", "a@b@c", "x y", "", "a" * 41, "lstm@Champion", None]
+)
+def test_invalid_models_are_rejected_with_the_rule(model):
+    with pytest.raises(InvalidIdentifierError, match="invalid model"):
+        validate_model(model)
+
+
+@pytest.mark.parametrize("name", ["lstm@challenger", "Ridge", "1x", "../x", ""])
+def test_invalid_names_are_rejected_with_the_rule(name):
+    with pytest.raises(InvalidIdentifierError, match="invalid name"):
+        validate_name(name)
 
 
 def test_store_validates_before_building_a_path(tmp_path):

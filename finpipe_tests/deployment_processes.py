@@ -60,6 +60,18 @@ def daemon_command(workspace: str) -> list[str]:
     return ["dagster-daemon", "run", "-w", workspace]
 
 
+def api_command(host: str, port: int) -> list[str]:
+    """The prediction service (the compose service `finpipe_api`)."""
+    return ["finpipe", "serve", "--host", host, "--port", str(port)]
+
+
+def module_command(argv: list[str]) -> list[str]:
+    """A `finpipe ...` command through `python -m` (the console script's module), so that it
+    runs the code on PYTHONPATH without reinstalling the package."""
+    assert argv[0] == "finpipe", argv
+    return ["python", "-m", "finpipe.serving.cli", *argv[1:]]
+
+
 def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
     """Poll `check` until it returns something truthy; TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout
@@ -328,20 +340,8 @@ class Deployment:
         return DagsterApi(f"{self.webserver_url}/graphql")
 
     def start(self, name: str, argv: list[str]) -> ManagedProcess:
-        """Start `argv` (its program taken from this virtualenv) in a new process group."""
-        log_path = self.workdir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                [str(VENV_BIN / argv[0]), *argv[1:]],
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = ManagedProcess(name, popen, log_path)
+        """Start `argv` with the deployment's environment (see `start_process`)."""
+        process = start_process(self.workdir, self.env, name, argv)
         self.processes.append(process)
         return process
 
@@ -403,6 +403,52 @@ class Deployment:
             f"----- {p.name} (pid {p.popen.pid}, exit {p.popen.poll()}) -----\n{p.log_tail()}"
             for p in self.processes
         )
+
+
+def start_process(workdir: Path, env: dict[str, str], name: str, argv: list[str]) -> ManagedProcess:
+    """Start `argv` (its program taken from this virtualenv) in a new process group, logging to
+    `workdir/logs/<name>.log`."""
+    log_path = workdir / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [str(VENV_BIN / argv[0]), *argv[1:]],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ManagedProcess(name, popen, log_path)
+
+
+@contextmanager
+def api_service(
+    workdir: Path, env: dict[str, str], name: str = "api", timeout: float = 90
+) -> Iterator[tuple[str, ManagedProcess]]:
+    """`finpipe serve` on a free loopback port with `env`; (its URL, the process) once it
+    answers, stopped on exit."""
+    port = free_port()
+    process = start_process(workdir, env, name, module_command(api_command("127.0.0.1", port)))
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if not process.alive():
+            raise RuntimeError(f"{name} exited:\n{process.log_tail()}")
+        try:
+            return requests.get(f"{url}/openapi.json", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_until(f"the prediction service {name}", answers, timeout, interval=0.25)
+        yield url, process
+    except BaseException:
+        print(f"{name} log:\n{process.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        process.stop()
 
 
 def deployment_env(

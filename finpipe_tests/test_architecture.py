@@ -27,6 +27,7 @@ ALLOWED = {
     "portfolio": {"core"},
     "evaluation": {"core", "features", "models", "forecasting", "portfolio"},
     "monitoring": {"core", "models"},
+    "serving": {"core", "forecasting", "models"},
 }
 
 # Modules whose import may bring in torch: the networks, their training loop and windows.

@@ -593,11 +593,15 @@ def test_a_burst_gets_429_with_retry_after_and_other_keys_are_served(service: Se
     assert service.get("/predictions/ranking", key=service.keys.burster).status_code == 200
 
 
-def test_an_oversized_query_string_gets_414(service: Service) -> None:
+def test_an_oversized_query_string_or_path_gets_414(service: Service) -> None:
     answer = service.get(
         "/predictions/latest", key=service.keys.reader, params={"ticker": "A" * 5000}
     )
     assert answer.status_code == 414 and "at most 2048" in answer.json()["detail"]
+    long_path = service.get("/predictions/history/" + "A" * 3000, key=service.keys.reader)
+    assert long_path.status_code == 414 and long_path.json()["detail"].startswith("path of")
+    long_ticker = service.get("/predictions/history/" + "A" * 2000, key=service.keys.reader)
+    assert long_ticker.status_code == 422 and len(long_ticker.text) < 1500
     assert service.get("/predictions/latest", key=service.keys.reader).status_code == 200
 
 

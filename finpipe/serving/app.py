@@ -4,7 +4,7 @@ Every endpoint but `/docs` and `/openapi.json` needs an API key in the `X-API-Ke
 (`read` scope; run requests `admin`), counts against the key's rate limit, and answers
 401 (no key or an unknown one), 403 (a read key on an admin route), 429 with `Retry-After`,
 422 for a malformed parameter (tickers, models and names by the strict identifier rules),
-404 for a ticker, model or version the data lacks, 414 for a query string over 2 KiB, 502
+404 for a ticker, model or version the data lacks, 414 for a path or query string over 2 KiB, 502
 when the Dagster webserver refuses a run request, and 503 with the file and the asset to
 materialize when the data behind it is missing or unreadable (or the webserver is down).
 Read responses carry an ETag (the data's content hash and the parameters) and answer a
@@ -51,7 +51,7 @@ from finpipe.serving.dagster_client import (
     DagsterRejected,
     DagsterUnavailable,
 )
-from finpipe.serving.middleware import CachedReads, QueryLimit
+from finpipe.serving.middleware import CachedReads, UriLimit
 from finpipe.serving.model_versions import RegistryReader
 from finpipe.serving.ratelimit import RateLimiter, retry_after
 from finpipe.serving.settings import Settings
@@ -88,7 +88,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "no API key, or an unknown one",
         403: "the key's scope does not allow this endpoint",
         404: "the data has no such ticker, model, version or run",
-        414: "query string too long",
+        414: "path or query string too long",
         422: "a malformed parameter",
         429: "the key's rate limit is exhausted (see Retry-After)",
         502: "the Dagster webserver refused the run request",
@@ -157,7 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         responses=ERRORS,
     )
     app.add_middleware(CachedReads, responses=responses, tables=tables, keys=keys, limiter=limiter)
-    app.add_middleware(QueryLimit)
+    app.add_middleware(UriLimit)
     read = APIRouter(dependencies=[Depends(authorise(READ))])
     admin = APIRouter(tags=["runs"])
     require_admin = authorise(ADMIN)
@@ -517,7 +517,7 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = [
             {
                 "where": ".".join(map(str, e["loc"])),
-                "problem": e["msg"].removeprefix("Value error, "),
+                "problem": e["msg"].removeprefix("Value error, ")[:300],
             }
             for e in exc.errors()
         ]

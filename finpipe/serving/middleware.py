@@ -1,4 +1,4 @@
-"""ASGI middleware in front of the FastAPI routes: the query-size limit, and the cached-read
+"""ASGI middleware in front of the FastAPI routes: the URI-length limit, and the cached-read
 path that answers a repeated read request without running the route again.
 
 `CachedReads` serves a GET whose path and query string were answered before from the body
@@ -19,22 +19,26 @@ from finpipe.serving.auth import READ, KeyRing
 from finpipe.serving.cache import DataUnavailable, Rendered, ResponseCache, TableCache, etag_matches
 from finpipe.serving.ratelimit import RateLimiter
 
-MAX_QUERY_BYTES = 2048
+MAX_URI_BYTES = 2048
 CACHE_CONTROL = (b"cache-control", b"no-cache")
 
 
-class QueryLimit:
-    """Answers 414 to a query string over MAX_QUERY_BYTES."""
+class UriLimit:
+    """Answers 414 to a path or a query string over MAX_URI_BYTES."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        size = len(scope.get("query_string", b"")) if scope["type"] == "http" else 0
-        if size > MAX_QUERY_BYTES:
-            detail = f"query string of {size} bytes; at most {MAX_QUERY_BYTES} are accepted"
-            await JSONResponse({"detail": detail}, status_code=414)(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            for part, size in (
+                ("path", len(scope["path"])),
+                ("query string", len(scope["query_string"])),
+            ):
+                if size > MAX_URI_BYTES:
+                    detail = f"{part} of {size} bytes; at most {MAX_URI_BYTES} are accepted"
+                    await JSONResponse({"detail": detail}, status_code=414)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 

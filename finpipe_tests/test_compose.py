@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
+from finpipe.serving.settings import ENV as API_ENV
 from finpipe_tests.deployment_processes import (
     CODE_SERVER_HOST_ENV,
     CODE_SERVER_PORT_ENV,
     LOCATION,
+    api_command,
     code_server_command,
     code_server_health_command,
     daemon_command,
@@ -24,7 +26,14 @@ from finpipe_tests.deployment_processes import (
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
-SERVICES = {"postgres", "finpipe_user_code", "dagster_webserver", "dagster_daemon", "mlflow"}
+SERVICES = {
+    "postgres",
+    "finpipe_user_code",
+    "dagster_webserver",
+    "dagster_daemon",
+    "mlflow",
+    "finpipe_api",
+}
 MLFLOW_ENV = {"MLFLOW_TRACKING_URI", "FINPIPE_MLFLOW_ARTIFACTS", "FINPIPE_MLFLOW_UI_URL"}
 DAGSTER_SERVICES = ("finpipe_user_code", "dagster_webserver", "dagster_daemon")
 STORAGE_ENV = {
@@ -96,7 +105,7 @@ def dockerfile_cmd(name: str) -> list[str]:
     return cmd
 
 
-def test_compose_runs_postgres_the_code_server_the_webserver_the_daemon_and_mlflow(
+def test_compose_runs_postgres_the_code_server_the_webserver_the_daemon_mlflow_and_the_api(
     compose: dict[str, Any],
 ) -> None:
     assert set(compose["services"]) == SERVICES
@@ -168,6 +177,26 @@ def test_mlflow_serves_the_store_every_run_writes_to(compose: dict[str, Any]) ->
         assert service_env(compose, name).keys() >= MLFLOW_ENV, name
 
 
+def test_the_api_serves_the_data_and_registry_the_runs_write_on_loopback(
+    compose: dict[str, Any],
+) -> None:
+    api, code = compose["services"]["finpipe_api"], compose["services"]["finpipe_user_code"]
+    env, shared = service_env(compose, "finpipe_api"), service_env(compose, "finpipe_user_code")
+    assert api["image"] == code["image"]
+    assert api["command"] == api_command("0.0.0.0", 8000)
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["finpipe"] == "finpipe.serving.cli:main"
+    assert api["ports"] == ["127.0.0.1:8000:8000"]  # the host's loopback only
+    for name in ("FINPIPE_DATA_ROOT", "MLFLOW_TRACKING_URI"):
+        assert env[name] == shared[name], name
+    assert f"{shared['FINPIPE_DATA_ROOT']}:ro" in [v.split(":", 1)[1] for v in api["volumes"]]
+    webserver = webserver_command("0.0.0.0", 3000, "workspace.yaml")
+    port = webserver[webserver.index("-p") + 1]
+    assert env["FINPIPE_DAGSTER_URL"] == f"http://dagster_webserver:{port}"
+    assert set(env) <= set(API_ENV.values())
+    assert env["FINPIPE_API_KEYS"] == "${FINPIPE_API_KEYS:-}"  # from the shell or .env
+
+
 def test_workspace_points_at_the_code_server_service(
     compose: dict[str, Any], grpc_server: dict[str, Any]
 ) -> None:
@@ -222,5 +251,6 @@ def test_readme_deployment_section_matches_the_files(compose: dict[str, Any]) ->
     shared = service_env(compose, "dagster_daemon")
     commands = ["dagster code-server start", "dagster-webserver", "dagster-daemon run"]
     scale_out = ["K8sRunLauncher", "k8s_job_executor", "nvidia.com/gpu"]
-    for word in [*SERVICES, *shared, *commands, *scale_out, "docker/docker-compose.yml", "3000"]:
+    words = [*SERVICES, *shared, *commands, *scale_out, "docker/docker-compose.yml", "3000"]
+    for word in [*words, *API_ENV.values(), "finpipe serve", "8000"]:
         assert word in section, word

@@ -8,8 +8,9 @@ the run process to spare two cores an interpreter start per step), one tick of t
 refresh schedule, the prediction-history sensor recording the day, drift-sensor ticks before
 and after drift is planted, a failed run reaching the alert webhook, then Postgres itself
 (Dagster's runs, events and ticks; MLflow's runs and registered versions in its own database
-there) and a headless-Chromium screenshot of the asset graph. About four minutes on two
-cores; every wait is bounded, every process stopped.
+there), a headless-Chromium screenshot of the asset graph, and the prediction service
+(`finpipe serve`) over the same data root and registry asking the webserver for a run. About
+four minutes on two cores; every wait is bounded, every process stopped.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ import matplotlib.image
 import numpy as np
 import psycopg2
 import pytest
+import requests
 
 from finpipe.core.calendar import is_trading_day
 from finpipe.core.storage import ParquetStore
-from finpipe_tests.deployment_processes import Deployment, local_deployment
+from finpipe.serving.auth import create_key
+from finpipe_tests.deployment_processes import Deployment, api_service, local_deployment
 from finpipe_tests.headless_chromium import chromium_command
 from finpipe_tests.postgres_server import PostgresServer, postgres_server
 
@@ -364,3 +367,38 @@ def test_prediction_history_sensor_records_the_day_and_the_ui_shows_columns(
     assert columns[-2:] == ["model_version", "trained_through"] and "confidence" in columns
     prices = api.latest_materialization("raw_prices")["metadata"]["dagster/column_schema"]
     assert {"date", "ticker", "adj_close"} <= {c["name"] for c in prices}
+
+
+def test_the_prediction_service_requests_a_run_the_webserver_shows(
+    stack: Stack, pipeline: PipelineRuns, tmp_path: Path
+) -> None:
+    """`finpipe serve` over the deployment's data root and MLflow database serves the
+    predictions and versions the runs made, and an admin key's run request is queued by the
+    webserver (then cancelled: default settings would replay for minutes)."""
+    deployment = stack.deployment
+    secret, entry = create_key("operator", "admin")
+    env = deployment.env | {
+        "FINPIPE_API_KEYS": entry,
+        "FINPIPE_DAGSTER_URL": deployment.webserver_url,
+    }
+    headers = {"X-API-Key": secret}
+    with api_service(tmp_path, env) as (url, _):
+        latest = requests.get(
+            f"{url}/predictions/latest", headers=headers, params={"model": "ensemble"}, timeout=60
+        )
+        assert latest.status_code == 200, latest.text
+        assert {item["ticker"] for item in latest.json()["items"]} == set(TICKERS)
+        models = requests.get(f"{url}/models", headers=headers, timeout=60)
+        assert models.status_code == 200, models.text
+        champions = {m["component"]: m["champion"]["uri"] for m in models.json()}
+        served = {item["model_version"] for item in latest.json()["items"]}
+        assert served == {champions["ensemble"]}
+        requested = requests.post(f"{url}/runs/evaluate", headers=headers, timeout=60)
+        assert requested.status_code == 202, requested.text
+        run_id = requested.json()["run_id"]
+        status = requests.get(f"{url}/runs/{run_id}", headers=headers, timeout=60).json()
+        assert status["job"] == "evaluate" and status["requested_by"] == "operator"
+    run = deployment.api.run(run_id)  # straight from the webserver's GraphQL API
+    assert run["jobName"] == "evaluate" and run["tags"]["finpipe/requested_by"] == "operator"
+    deployment.api.terminate_run(run_id)
+    assert deployment.wait_for_run(run_id, timeout=120)["status"] == "CANCELED"

@@ -488,6 +488,8 @@ def test_portfolio_endpoints_read_the_portfolio_tables(service: Service) -> None
         service.get("/portfolio/weights", key=key, params={"method": "Kelly!"}).status_code == 422
     )
 
+    unknown = service.get("/portfolio/risk", key=key, params={"method": "kelly"})
+    assert unknown.status_code == 404 and "not in the risk report" in unknown.json()["detail"]
     risk = service.get("/portfolio/risk", key=key, params={"method": "mean_variance"}).json()
     assert len(risk) == 24 and {r["measure"] for r in risk} == {"var", "cvar"}
     assert {r["model"] for r in risk} == {"historical", "gaussian", "garch"}

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import httpx
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -212,7 +213,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         def build() -> dict[str, Any]:
             rows = data.select(table.value, "the latest predictions", **filters)
-            return data.page(rows, offset, limit)
+            return data.page(table.value, rows, offset, limit)
 
         page = schemas.Page[schemas.Prediction]
         params = {**filters, "limit": limit, "offset": offset}
@@ -231,10 +232,10 @@ def create_app(settings: Settings) -> FastAPI:
         table = tables.get(data.SIGNALS)
 
         def build() -> dict[str, Any]:
-            rows = data.select(table.value, "the signals", ticker=ticker, horizon=horizon)
-            if signal is not None:
-                rows = rows[rows["signal"] == signal]
-            return data.page(rows, offset, limit)
+            rows = data.select(
+                table.value, "the signals", ticker=ticker, horizon=horizon, signal=signal
+            )
+            return data.page(table.value, rows, offset, limit)
 
         params = {"ticker": ticker, "horizon": horizon, "signal": signal}
         params |= {"limit": limit, "offset": offset}
@@ -251,7 +252,7 @@ def create_app(settings: Settings) -> FastAPI:
             {"limit": limit, "offset": offset},
             [table],
             page,
-            lambda: data.page(table.value.frame, offset, limit),
+            lambda: data.page(table.value, range(len(table.value.rows)), offset, limit),
             data.RANKING,
         )
 
@@ -283,16 +284,17 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
         def build() -> dict[str, Any]:
-            rows = combined.value.get(ticker)
-            if rows is None:
+            own = combined.value.get(ticker)
+            if own is None:
                 raise data.NotFound(f"ticker {ticker!r} has no prediction history")
-            own = data.table(rows, ["horizon", "model"])
             rows = data.select(own, f"{ticker}'s history", horizon=horizon, model=model)
+            days = own.frame["date"].to_numpy()[rows]
+            keep = np.ones(len(rows), dtype=bool)
             if start is not None:
-                rows = rows[rows["date"] >= pd.Timestamp(start)]
+                keep &= days >= np.datetime64(start)
             if end is not None:
-                rows = rows[rows["date"] <= pd.Timestamp(end)]
-            return data.page(rows, offset, limit)
+                keep &= days <= np.datetime64(end)
+            return data.page(own, rows[keep], offset, limit)
 
         params = {"horizon": horizon, "model": model, "start": start, "end": end}
         params |= {"limit": limit, "offset": offset}
@@ -314,12 +316,14 @@ def create_app(settings: Settings) -> FastAPI:
         table = tables.get(data.WEIGHTS)
 
         def build() -> dict[str, Any]:
-            frame = table.value.frame
-            day = frame["date"].max() if date is None else pd.Timestamp(date)
-            if not (frame["date"] == day).any():
+            days = table.value.frame["date"]
+            day = days.max() if date is None else pd.Timestamp(date)
+            if not (days == day).any():
                 raise data.NotFound(f"no target weights dated {day.date()}")
-            rows = data.select(table.value, "the target weights", method=method, ticker=ticker)
-            return data.page(rows[rows["date"] == day], offset, limit)
+            rows = data.select(
+                table.value, "the target weights", method=method, ticker=ticker, date=day
+            )
+            return data.page(table.value, rows, offset, limit)
 
         params = {"method": method, "ticker": ticker, "date": date, "limit": limit}
         params |= {"offset": offset}
@@ -333,12 +337,8 @@ def create_app(settings: Settings) -> FastAPI:
         table = tables.get(data.RISK)
 
         def build() -> list[dict[str, Any]]:
-            frame = table.value.frame
-            if method is not None:
-                if method not in set(frame["method"]):
-                    raise data.NotFound(f"method {method!r} is not in the risk report")
-                frame = frame[frame["method"] == method]
-            return data.records(frame)
+            rows = data.select(table.value, "the risk report", method=method)
+            return [table.value.rows[i] for i in rows]
 
         model = list[schemas.RiskMeasure]
         return respond(request, {"method": method}, [table], model, build, data.RISK)

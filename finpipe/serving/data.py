@@ -25,9 +25,11 @@ class NotFound(LookupError):
 
 @dataclass(frozen=True)
 class Table:
-    """A prepared frame and the values its filters accept."""
+    """A prepared frame, its rows as response records (made once per load), and the values
+    its filters accept."""
 
     frame: pd.DataFrame
+    rows: list[dict[str, Any]]
     known: dict[str, list[Any]]
 
 
@@ -49,7 +51,8 @@ def table(frame: pd.DataFrame, filters: list[str], sort: list[str] | None = None
     """A Table of `frame` (sorted by `sort`) whose `filters` columns accept known values only."""
     if sort:
         frame = frame.sort_values(sort, kind="mergesort").reset_index(drop=True)
-    return Table(frame, {c: sorted(frame[c].unique().tolist()) for c in filters})
+    known = {c: sorted(frame[c].unique().tolist()) for c in filters}
+    return Table(frame, records(frame), known)
 
 
 SIGNAL_COLUMNS = [*PREDICTIONS.required, "signal"]
@@ -88,7 +91,9 @@ RISK = Source(
     ("portfolio", "risk_report"),
     "the `risk_report` asset (group `portfolio`)",
     lambda f: table(
-        _columns(f, RISK_COLUMNS), [], ["method", "measure", "model", "horizon_days", "level"]
+        _columns(f, RISK_COLUMNS),
+        ["method"],
+        ["method", "measure", "model", "horizon_days", "level"],
     ),
 )
 PORTFOLIO_SUMMARY = Source(
@@ -111,7 +116,7 @@ def history_source(name: str) -> Source:
     )
 
 
-def history_by_ticker(frames: list[pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def history_by_ticker(frames: list[pd.DataFrame]) -> dict[str, Table]:
     """The history's rows per ticker, newest date first."""
     if not frames:
         return {}
@@ -119,7 +124,10 @@ def history_by_ticker(frames: list[pd.DataFrame]) -> dict[str, pd.DataFrame]:
     rows = rows.sort_values(
         ["ticker", "date", "horizon", "model"], ascending=[True, False, True, True]
     )
-    return {str(t): part.reset_index(drop=True) for t, part in rows.groupby("ticker", sort=False)}
+    return {
+        str(ticker): table(part.reset_index(drop=True), ["horizon", "model"])
+        for ticker, part in rows.groupby("ticker", sort=False)
+    }
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -128,19 +136,19 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for name in frame.columns:
         values = frame[name]
         if pd.api.types.is_datetime64_any_dtype(values):
-            columns[name] = [d.date() for d in values]
+            columns[name] = values.dt.date.tolist()
         elif pd.api.types.is_float_dtype(values):
             array = values.to_numpy(np.float64)
-            columns[name] = [v if np.isfinite(v) else None for v in array.tolist()]
+            columns[name] = np.where(np.isfinite(array), array, None).tolist()
         else:
             columns[name] = values.tolist()
     return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-def select(table: Table, what: str, **filters: Any) -> pd.DataFrame:
-    """Rows matching every filter that is not None; NotFound names a value the table lacks."""
-    frame = table.frame
-    mask = np.ones(len(frame), dtype=bool)
+def select(table: Table, what: str, **filters: Any) -> np.ndarray:
+    """Positions of the rows matching every filter that is not None; NotFound names a value
+    the table lacks."""
+    mask = np.ones(len(table.frame), dtype=bool)
     for column, value in filters.items():
         if value is None:
             continue
@@ -148,15 +156,15 @@ def select(table: Table, what: str, **filters: Any) -> pd.DataFrame:
             known = table.known[column]
             shown = ", ".join(map(str, known[:20])) + (" ..." if len(known) > 20 else "")
             raise NotFound(f"{column} {value!r} is not in {what}; it has: {shown}")
-        mask &= (frame[column] == value).to_numpy()
-    return frame[mask]
+        mask &= table.frame[column].to_numpy() == value
+    return np.flatnonzero(mask)
 
 
-def page(frame: pd.DataFrame, offset: int, limit: int) -> dict[str, Any]:
-    """A Page body of rows `offset : offset + limit`."""
+def page(table: Table, positions: np.ndarray, offset: int, limit: int) -> dict[str, Any]:
+    """A Page body of the rows at `positions[offset : offset + limit]`."""
     return {
-        "total": len(frame),
+        "total": len(positions),
         "offset": offset,
         "limit": limit,
-        "items": records(frame.iloc[offset : offset + limit]),
+        "items": [table.rows[i] for i in positions[offset : offset + limit]],
     }

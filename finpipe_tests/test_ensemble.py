@@ -20,7 +20,6 @@ from finpipe.core.time_plan import FitWindow
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.forecasting.ensemble import (
     FOLD_COLUMNS,
-    INTERCEPT,
     OOF_COLUMNS,
     InSampleError,
     StackingEnsemble,
@@ -70,10 +69,9 @@ def test_combine_by_hand_with_contributions() -> None:
     assert ccc[["model", "weight"]].values.tolist() == [["b", 1.0]]
 
     per_horizon = {1: {"a": 1.0, "b": 0.0}, 5: {"a": 0.0, "b": 2.0}}
-    ensemble, contributions = combine(_members(), per_horizon, intercept={1: 0.01, 5: 0.0})
+    ensemble, contributions = combine(_members(), per_horizon)
     got = ensemble.set_index(["ticker", "horizon"])["prediction"]
-    assert got[("AAA", 1)] == pytest.approx(0.05) and got[("AAA", 5)] == pytest.approx(0.4)
-    assert (contributions["model"] == INTERCEPT).sum() == len(ensemble)
+    assert got[("AAA", 1)] == pytest.approx(0.04) and got[("AAA", 5)] == pytest.approx(0.4)
     with pytest.raises(KeyError, match="horizon 5"):
         combine(_members(), {1: {"a": 1.0}})
 
@@ -100,11 +98,12 @@ def _window(
 
 def _ridge_reference(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     """Non-negative ridge without intercept on standardised columns, solved as the
-    non-negative least squares of the augmented system [X; sqrt(alpha n) I] w = [y; 0]."""
+    non-negative least squares of the augmented system [X; sqrt(alpha n) I] w = [y; 0],
+    normalised to sum to one: the stacker's raw weights."""
     x_sd, y_sd = x.std(axis=0), y.std()
     a = np.vstack([x / x_sd, np.sqrt(alpha * len(y)) * np.eye(x.shape[1])])
     w, _ = nnls(a, np.concatenate([y / y_sd, np.zeros(x.shape[1])]))
-    return w * y_sd / x_sd
+    return w / w.sum() if w.sum() > 0 else w
 
 
 def test_stacking_falls_back_to_equal_weights_where_no_member_helps() -> None:
@@ -146,21 +145,26 @@ def test_stacking_falls_back_to_equal_weights_where_no_member_helps() -> None:
     for horizon in (1, 5):
         rows = wide.index.get_level_values("horizon") == horizon
         reference = _ridge_reference(wide[rows].to_numpy(), target[rows].to_numpy(), stack.alpha)
+        got = [stack.weights[horizon][m] for m in wide.columns]
         if horizon == 1:
             assert (reference > 0).all()
-            got = [stack.coefficients[1][m] for m in wide.columns]
-            np.testing.assert_allclose(got, reference, rtol=1e-3)
+            shrink = stack.chosen_shrinkage[1]
+            np.testing.assert_allclose(got, (1 - shrink) * reference + shrink / 2, rtol=1e-3)
         else:
             assert (reference == 0).all()  # every ridge coefficient would be zero
+            assert got == pytest.approx([0.5, 0.5])
     assert list(stack.fallback) == [5] and "equal weights" in stack.fallback[5]
-    assert stack.coefficients[5] == pytest.approx({"a": 0.5, "b": 0.5})
+    assert set(stack.cv_scores[1]) == {"0", "0.25", "0.5", "0.75", "1"}
 
     members = oof[[*KEY, "model", "prediction"]]
     ensemble, _ = stack.predict(members)
     at_5 = ensemble[ensemble["horizon"] == 5].set_index(KEY)["prediction"].sort_index()
     assert len(at_5) == len(keys)  # the ensemble keeps the horizon
-    mean = members[members["horizon"] == 5].groupby(KEY)["prediction"].mean().sort_index()
-    pd.testing.assert_series_equal(at_5, mean, check_names=False)
+    # equal weights on standardised members, at the members' mean scale
+    five = wide[wide.index.get_level_values("horizon") == 5]
+    sd = five.std(ddof=0)
+    want = (five / sd).mean(axis=1) * sd.mean()
+    np.testing.assert_allclose(at_5.to_numpy(), want.sort_index().to_numpy(), rtol=1e-9)
     assert StackingEnsemble.from_dict(stack.to_dict()).fallback == stack.fallback
 
     # The served fit says which horizon fell back.

@@ -43,7 +43,19 @@ TINY = {
     "elastic_net": {},
     "random_forest": {"n_estimators": 8, "max_samples": 500, "min_samples_leaf": 20},
     "hist_gbm": {"max_iter": 20, "quantiles": [0.1, 0.9]},
+    "momentum_factor": {},
+    "reversal_factor": {},
+    "low_vol_factor": {},
 }
+
+
+def frames(**kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`model_frames` plus the columns the factor members read, stood in for by its own."""
+    features, labels = model_frames(**kwargs)
+    features = features.assign(
+        mom_12_1=features["ret_20"], strev_5=-features["ret_5"], rv_63=features["vol_20"]
+    )
+    return features, labels
 
 
 def test_registry_lists_every_family() -> None:
@@ -57,6 +69,9 @@ def test_registry_lists_every_family() -> None:
         "elastic_net",
         "random_forest",
         "hist_gbm",
+        "momentum_factor",
+        "reversal_factor",
+        "low_vol_factor",
     ]
     assert set(TINY) == set(list_models())
     with pytest.raises(KeyError, match="registered models"):
@@ -67,7 +82,7 @@ def test_registry_lists_every_family() -> None:
 
 @pytest.fixture(scope="module")
 def split() -> tuple[PanelData, PanelData, PanelData]:
-    features, labels = model_frames(n_tickers=6, n_days=260, seed=5, signal_strength=0.1)
+    features, labels = frames(n_tickers=6, n_days=260, seed=5, signal_strength=0.1)
     panel = PanelData.from_frames(features, labels)
     rest, test = time_split(panel, valid_fraction=0.2)
     train, valid = time_split(rest, valid_fraction=0.25)
@@ -134,7 +149,7 @@ def test_predictions_ignore_later_rows(
     """Truncation invariance: predicting from input that ends at t gives the same values
     for dates <= t as predicting from the whole panel."""
     model = fitted[name]
-    features, _ = model_frames(n_tickers=6, n_days=260, seed=5, signal_strength=0.1)
+    features, _ = frames(n_tickers=6, n_days=260, seed=5, signal_strength=0.1)
     cut = features["date"].unique()[200]
     full = model.predict(features)
     truncated = model.predict(features[features["date"] <= cut])
@@ -199,7 +214,7 @@ def test_fit_without_valid_holds_out_the_end(
 
 
 def test_predict_accepts_a_features_frame(fitted: dict[str, Forecaster]) -> None:
-    features, _ = model_frames(n_tickers=6, n_days=260, seed=5, signal_strength=0.1)
+    features, _ = frames(n_tickers=6, n_days=260, seed=5, signal_strength=0.1)
     reordered = features[["date", "ticker", *reversed(features.columns[2:])]]
     for name in ("gru", "ridge"):
         model = fitted[name]
@@ -209,7 +224,7 @@ def test_predict_accepts_a_features_frame(fitted: dict[str, Forecaster]) -> None
 
 
 def test_unfitted_model_refuses_to_predict(tmp_path: Path) -> None:
-    features, _ = model_frames(n_tickers=2, n_days=30)
+    features, _ = frames(n_tickers=2, n_days=30)
     with pytest.raises(NotFittedError):
         create_model("lstm").predict(features)
     with pytest.raises(NotFittedError):

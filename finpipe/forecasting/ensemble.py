@@ -1,15 +1,15 @@
 """Combining trained model families into one forecast.
 
-`StackingEnsemble` is a non-negative ridge regression of realised returns on the members'
-out-of-fold predictions, per horizon. `fit` takes the fold each prediction came from and
-the training window of every fold, and refuses any row that falls inside its fold's
-training window: the meta-model never sees a member's in-sample predictions. A horizon
-where it would give every member zero weight (no member helped) gets equal weights
-instead, so the ensemble never loses a horizon; `fallback` records which.
+`StackingEnsemble` weighs the members per horizon from their out-of-fold predictions:
+non-negative weights on standardised predictions, shrunk toward equal weights by an amount
+chosen by blocked cross-validation over dates. `fit` takes the fold each prediction came
+from and the training window of every fold, and refuses any row that falls inside its
+fold's training window: the meta-model never sees a member's in-sample predictions. A
+horizon where no member earns a positive weight gets equal weights, so the ensemble never
+loses a horizon; `fallback` records which.
 
 `combine` applies any weights and returns the ensemble prediction and, per row and member,
-the contribution weight * prediction, which sum (with the intercept, if any) to the
-ensemble prediction.
+the contribution weight * prediction, which sum to the ensemble prediction.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pandas as pd
 from sklearn.linear_model import Ridge
 
 from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
+from finpipe.core.metrics import rank_ic
 
-INTERCEPT = "intercept"
 OOF_COLUMNS = ("date", "ticker", "horizon", "model", "prediction", "fold", "fwd_return")
 FOLD_COLUMNS = ("fold", "train_start", "train_end")
 
@@ -60,7 +60,6 @@ def _weight_matrix(
 def combine(
     member_predictions: pd.DataFrame,
     weights: Weights,
-    intercept: Mapping[int, float] | None = None,
     name: str = STACKED_ENSEMBLE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Weighted combination of members' predictions, with per-row contributions.
@@ -70,8 +69,7 @@ def combine(
     ignored. Where some members lack a row, the present members' weights are scaled up so
     they keep the total weight. Returns (ensemble `date, ticker, horizon, model,
     prediction`, contributions `date, ticker, horizon, model, weight, prediction,
-    contribution`), contributions summing to the ensemble prediction (an `intercept` row
-    per prediction when `intercept` is given).
+    contribution`), contributions summing to the ensemble prediction.
     """
     weighted = set(_flat_models(weights))
     if not weighted:
@@ -90,10 +88,7 @@ def combine(
         rescale = w.sum(axis=1) / np.where(present, w, 0.0).sum(axis=1)
         effective = w * rescale[:, None]
         contrib = np.where(present, effective * points, np.nan)
-    base = np.zeros(len(wide))
-    if intercept is not None:
-        base = np.array([float(intercept.get(int(h), 0.0)) for h in horizon_of_row])
-    total = np.nansum(contrib, axis=1) + base
+    total = np.nansum(contrib, axis=1)
     ok = present.any(axis=1) & np.isfinite(rescale)
     keys = wide.index.to_frame(index=False)
     ensemble = keys.assign(model=name, prediction=total)[ok].reset_index(drop=True)
@@ -111,11 +106,6 @@ def combine(
         }
     )
     long = long[present.reshape(-1) & np.repeat(ok, m)]
-    if intercept is not None:
-        extra = keys[ok].assign(
-            model=INTERCEPT, weight=1.0, prediction=base[ok], contribution=base[ok]
-        )
-        long = pd.concat([long, extra], ignore_index=True)
     contributions = long.sort_values([*ROW_KEY, "model"], kind="mergesort").reset_index(drop=True)
     return ensemble, contributions
 
@@ -160,24 +150,35 @@ def check_out_of_fold(oof: pd.DataFrame, folds: pd.DataFrame) -> None:
         )
 
 
+SHRINKAGE = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
 @dataclass
 class StackingEnsemble:
-    """Per-horizon ridge regression of realised returns on members' out-of-fold predictions.
+    """Per-horizon convex weights on the members' out-of-fold predictions, shrunk toward
+    equal weights by an amount chosen out of fold, so the stack cannot collapse onto one
+    weak member on the strength of a lucky stretch.
 
-    Each member's predictions and the target are divided by their standard deviation on the
-    fitting rows, so `alpha` (the ridge penalty per row) shrinks every coefficient alike:
-    with uncorrelated members a coefficient is shrunk by 1 / (1 + alpha). `positive` keeps
-    coefficients non-negative (correlated members otherwise get offsetting weights that do
-    not survive out of sample). No intercept by default: members already predict the
-    return's level, and an intercept fit on a few years of returns mostly learns their drift.
+    Per horizon, each member's prediction is divided by its standard deviation on the
+    fitting rows, so weights compare like with like. A non-negative ridge regression of the
+    standardised realised return on them (`alpha` per row) gives raw weights, normalised to
+    sum to one (all zero: equal weights); the weights used are (1 - s) x raw + s x equal for
+    the shrinkage s in `shrinkage` that scores best in blocked cross-validation over dates:
+    the fitting dates are cut into `cv_blocks` contiguous blocks, and each block is scored
+    (mean daily rank IC of the weighted standardised predictions) with raw weights fitted on
+    the other blocks, less `horizon` dates either side of it, whose labels overlap it. Ties
+    go to more shrinkage. Applied to raw predictions, the coefficients are weight / sd
+    scaled by the weighted mean sd, so the ensemble keeps the members' scale.
     """
 
     alpha: float = 0.1
-    positive: bool = True
-    fit_intercept: bool = False
+    shrinkage: tuple[float, ...] = SHRINKAGE
+    cv_blocks: int = 4
     models: tuple[str, ...] = ()
+    weights: dict[int, dict[str, float]] = field(default_factory=dict)
     coefficients: dict[int, dict[str, float]] = field(default_factory=dict)
-    intercepts: dict[int, float] = field(default_factory=dict)
+    chosen_shrinkage: dict[int, float] = field(default_factory=dict)
+    cv_scores: dict[int, dict[str, float]] = field(default_factory=dict)
     n_rows: dict[int, int] = field(default_factory=dict)
     fallback: dict[int, str] = field(default_factory=dict)
 
@@ -193,61 +194,99 @@ class StackingEnsemble:
         self.models = tuple(wide.columns)
         usable = wide.notna().all(axis=1) & np.isfinite(target)
         horizons = wide.index.get_level_values("horizon")
-        self.coefficients, self.intercepts, self.n_rows, self.fallback = {}, {}, {}, {}
+        for name in ("weights", "coefficients", "chosen_shrinkage", "cv_scores", "n_rows"):
+            setattr(self, name, {})
+        self.fallback = {}
         for h in np.unique(horizons):
             keep = usable & (horizons == h)
             x = wide[keep].to_numpy(np.float64)
             y = target[keep].to_numpy(np.float64)
+            dates = wide[keep].index.get_level_values("date").to_numpy()
             if len(y) <= len(self.models):
                 raise ValueError(
                     f"horizon {h}: {len(y)} complete out-of-fold rows for {len(self.models)} "
                     "members; need more folds or a longer history"
                 )
-            x_sd = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
-            y_sd = y.std() if y.std() > 0 else 1.0
-            ridge = Ridge(
-                alpha=self.alpha * len(y),
-                positive=self.positive,
-                fit_intercept=self.fit_intercept,
-            ).fit(x / x_sd, y / y_sd)
-            coef = ridge.coef_ * y_sd / x_sd
-            if not (coef > 0).any():
-                coef = np.full(len(self.models), 1.0 / len(self.models))
+            sd = x.std(axis=0)
+            sd = np.where(sd > 0, sd, 1.0)
+            z = x / sd
+            raw = self._raw_weights(z, y)
+            if not (raw > 0).any():
                 self.fallback[int(h)] = "no member had positive weight: equal weights"
-            self.coefficients[int(h)] = dict(zip(self.models, map(float, coef), strict=True))
-            self.intercepts[int(h)] = float(ridge.intercept_) * y_sd
+            scores = self._cross_validated(z, y, dates, int(h))
+            best = max(scores.items(), key=lambda item: (round(item[1], 6), item[0]))[0]
+            weights = self._shrunk(raw, best)
+            scale = float(weights @ sd)
+            self.weights[int(h)] = dict(zip(self.models, map(float, weights), strict=True))
+            self.coefficients[int(h)] = dict(
+                zip(self.models, map(float, weights / sd * scale), strict=True)
+            )
+            self.chosen_shrinkage[int(h)] = float(best)
+            self.cv_scores[int(h)] = {f"{k:g}": float(v) for k, v in scores.items()}
             self.n_rows[int(h)] = len(y)
         return self
+
+    def _raw_weights(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Non-negative ridge weights of standardised members, normalised to sum to one
+        (zeros when no member gets a positive weight)."""
+        y_sd = y.std() if y.std() > 0 else 1.0
+        coef = (
+            Ridge(alpha=self.alpha * len(y), positive=True, fit_intercept=False)
+            .fit(z, y / y_sd)
+            .coef_
+        )
+        return coef / coef.sum() if coef.sum() > 0 else np.zeros(len(coef))
+
+    def _shrunk(self, raw: np.ndarray, amount: float) -> np.ndarray:
+        equal = np.full(len(raw), 1.0 / len(raw))
+        return equal if raw.sum() == 0 else (1.0 - amount) * raw + amount * equal
+
+    def _cross_validated(
+        self, z: np.ndarray, y: np.ndarray, dates: np.ndarray, horizon: int
+    ) -> dict[float, float]:
+        """Mean held-out rank IC of each shrinkage over contiguous blocks of dates."""
+        unique = np.unique(dates)
+        blocks = np.array_split(np.arange(len(unique)), min(self.cv_blocks, len(unique)))
+        position = np.searchsorted(unique, dates)
+        scores: dict[float, list[float]] = {s: [] for s in self.shrinkage}
+        for block in blocks:
+            held = (position >= block[0]) & (position <= block[-1])
+            gap = (position >= block[0] - horizon) & (position <= block[-1] + horizon)
+            fit = ~gap
+            if fit.sum() <= z.shape[1] or not held.any():
+                continue
+            raw = self._raw_weights(z[fit], y[fit])
+            for amount in self.shrinkage:
+                combined = z[held] @ self._shrunk(raw, amount)
+                scores[amount].append(rank_ic(combined, y[held], dates[held]))
+        return {s: float(np.nanmean(v)) if v else 0.0 for s, v in scores.items()}
 
     def predict(self, member_predictions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(ensemble predictions, contributions), as `combine` returns them."""
         if not self.coefficients:
             raise ValueError("StackingEnsemble is not fitted; call fit() first")
-        intercept = self.intercepts if self.fit_intercept else None
-        return combine(member_predictions, self.coefficients, intercept)
+        return combine(member_predictions, self.coefficients)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state."""
+        per_horizon = ("weights", "coefficients", "chosen_shrinkage", "cv_scores", "n_rows")
         return {
             "alpha": self.alpha,
-            "positive": self.positive,
-            "fit_intercept": self.fit_intercept,
+            "shrinkage": list(self.shrinkage),
+            "cv_blocks": self.cv_blocks,
             "models": list(self.models),
-            "coefficients": {str(h): c for h, c in self.coefficients.items()},
-            "intercepts": {str(h): v for h, v in self.intercepts.items()},
-            "n_rows": {str(h): v for h, v in self.n_rows.items()},
+            **{k: {str(h): v for h, v in getattr(self, k).items()} for k in per_horizon},
             "fallback": {str(h): v for h, v in self.fallback.items()},
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> StackingEnsemble:
+        per_horizon = ("weights", "coefficients", "chosen_shrinkage", "cv_scores", "n_rows")
         return cls(
             alpha=state["alpha"],
-            positive=state["positive"],
-            fit_intercept=state["fit_intercept"],
+            shrinkage=tuple(state["shrinkage"]),
+            cv_blocks=state["cv_blocks"],
             models=tuple(state["models"]),
-            coefficients={int(h): c for h, c in state["coefficients"].items()},
-            intercepts={int(h): v for h, v in state["intercepts"].items()},
-            n_rows={int(h): v for h, v in state["n_rows"].items()},
+            **{k: {int(h): v for h, v in state[k].items()} for k in per_horizon},
             fallback={int(h): v for h, v in state["fallback"].items()},
         )

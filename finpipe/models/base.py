@@ -36,6 +36,7 @@ from finpipe.models.panel_data import (
     TargetScaler,
     time_split,
 )
+from finpipe.models.selection import select_features
 
 if TYPE_CHECKING:
     import optuna
@@ -51,7 +52,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "horizons": None,  # None: every horizon in the training labels
     "valid_fraction": 0.2,  # share of training dates held out when fit() gets no valid set
     "seed": 0,
+    "target": "raw",  # raw, demeaned, zscore or rank: per date, across tickers
+    "feature_scaling": "time_series",  # or cross_sectional: per date, across tickers
+    "feature_selection": None,  # None, permutation or rfe (finpipe.models.selection)
+    "max_features": 40,  # how many columns feature_selection keeps
 }
+# Training rows feature selection reads at most (a seeded sample of the training view).
+SELECTION_ROWS = 5_000
 
 
 class NotFittedError(RuntimeError):
@@ -168,8 +175,13 @@ class Forecaster(ABC):
 
     # -- shared fit plumbing -------------------------------------------------------------
 
-    def _prepare(self, train: PanelData, valid: PanelData | None) -> tuple[PanelData, PanelData]:
-        """Choose horizons, hold out validation if needed, check for leakage, fit scalers."""
+    def _prepare(
+        self, train: PanelData, valid: PanelData | None
+    ) -> tuple[PanelData, PanelData, PanelData]:
+        """Choose horizons, hold out validation if needed, check for leakage, choose the
+        columns (`feature_selection`) and fit the scalers, all on the training view.
+        Returns (train, valid) with the training targets (`target`), and valid with its
+        labels as they are, for the validation metrics."""
         requested = self.params["horizons"]
         horizons = tuple(int(h) for h in (requested or train.horizons))
         missing = sorted(set(horizons) - set(train.horizons))
@@ -186,10 +198,38 @@ class Forecaster(ABC):
         if train.n_samples == 0 or not train.has_labels:
             raise PanelDataError(f"{self.name}: the training view has no labelled samples")
         self.horizons = horizons
+        self.target_scaler = TargetScaler.fit(train, self.params["target"])
         self.feature_names = train.feature_names
-        self.feature_scaler = FeatureScaler.fit(train)
-        self.target_scaler = TargetScaler.fit(train)
-        return train, valid
+        if self.params["feature_selection"]:
+            self.feature_names = tuple(self._select_features(train))
+            train, valid = self._aligned(train), self._aligned(valid)
+        self.feature_scaler = FeatureScaler.fit(train, method=self.params["feature_scaling"])
+        fit_train, fit_valid = self.target_scaler.targets_for_training(train, valid)
+        return fit_train, fit_valid, valid
+
+    def _select_features(self, train: PanelData) -> list[str]:
+        """`max_features` columns by `finpipe.models.selection` on a seeded sample of the
+        training rows, for the training target averaged over the horizons."""
+        assert self.target_scaler is not None
+        d_idx, t_idx = train.sample_index(require_target=True)
+        rng = np.random.default_rng(self.params["seed"])
+        if len(d_idx) > SELECTION_ROWS:
+            pick = np.sort(rng.choice(len(d_idx), SELECTION_ROWS, replace=False))
+            d_idx, t_idx = d_idx[pick], t_idx[pick]
+        (target_view,) = self.target_scaler.targets_for_training(train)
+        with np.errstate(all="ignore"):
+            y = np.nanmean(self.target_scaler.transform(target_view.targets[d_idx, t_idx]), axis=1)
+        result = select_features(
+            train.features[d_idx, t_idx],
+            y,
+            train.feature_names,
+            train.dates.values[d_idx],
+            train.label_end[d_idx, t_idx].view("datetime64[ns]"),
+            method=self.params["feature_selection"],
+            max_features=int(self.params["max_features"]),
+            random_state=int(self.params["seed"]),
+        )
+        return result.columns
 
     def _aligned(self, data: PanelData | pd.DataFrame) -> PanelData:
         """`data` as a panel whose features are in this model's training order."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from finpipe.core.contracts import LABELS
 
@@ -317,19 +318,63 @@ def time_split(
     return earlier, panel.view(later[:, None])
 
 
+FEATURE_SCALINGS = ("time_series", "cross_sectional")
+TARGETS = ("raw", "demeaned", "zscore", "rank")
+MAD_TO_STD = 1.4826
+# Dates normalised at a time by a cross-sectional FeatureScaler (bounds the copy it makes).
+DATE_CHUNK = 256
+
+
+def cross_sectional_targets(targets: np.ndarray, method: str) -> np.ndarray:
+    """Labels [T, N, H] transformed date by date across tickers (each date reads only its
+    own labels): `raw` as they are, `demeaned` minus the date's mean, `zscore` also divided
+    by the date's standard deviation, `rank` the centred percentile rank scaled to unit
+    variance (sqrt(12) x (rank - 0.5) / n - 0.5). Dates with fewer than two labels give NaN
+    under zscore and rank."""
+    if method not in TARGETS:
+        raise PanelDataError(f"target must be one of {TARGETS}, got {method!r}")
+    if method == "raw":
+        return targets
+    values = targets.astype(np.float64)
+    finite = np.isfinite(values)
+    count = finite.sum(axis=1, keepdims=True)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=1, keepdims=True)
+        if method == "demeaned":
+            out = values - mean
+        elif method == "zscore":
+            std = np.nanstd(values, axis=1, keepdims=True)
+            out = np.where((count >= 2) & (std > 0), (values - mean) / std, np.nan)
+        else:
+            ranks = rankdata(np.where(finite, values, np.nan), axis=1, nan_policy="omit")
+            out = np.where(count >= 2, ((ranks - 0.5) / count - 0.5) * np.sqrt(12.0), np.nan)
+    return np.where(finite, out, np.nan).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class FeatureScaler:
-    """Per-feature robust standardisation: (x - median) / (IQR / 1.349), clipped, NaN -> 0.
+    """Per-feature robust standardisation, fit on training rows only, clipped, NaN -> 0.
 
-    Fit on training rows only, then applied unchanged to validation and test rows.
+    `time_series` (the default): (x - median) / (IQR / 1.349) with the training rows'
+    median and IQR. `cross_sectional`: each date's robust z-score across its tickers,
+    (x - median) / (1.4826 MAD), so a feature is read relative to the other names that day
+    (Qlib's CSZScoreNorm, robust); a feature with one value for every ticker on every
+    training date (macro, regime) has no cross-section and keeps the time-series scaling.
     """
 
     center: np.ndarray
     scale: np.ndarray
     clip: float = 5.0
+    method: str = "time_series"
+    date_level: np.ndarray | None = None  # bool [F]: features without a cross-section
 
     @classmethod
-    def fit(cls, panel: PanelData, clip: float = 5.0) -> FeatureScaler:
+    def fit(cls, panel: PanelData, clip: float = 5.0, method: str = "time_series") -> FeatureScaler:
+        if method not in FEATURE_SCALINGS:
+            raise PanelDataError(
+                f"feature scaling must be one of {FEATURE_SCALINGS}, got {method!r}"
+            )
         rows = panel.features[panel.sample_mask]
         if len(rows) == 0:
             raise PanelDataError("cannot fit a feature scaler on a view with no samples")
@@ -342,61 +387,166 @@ class FeatureScaler:
             std = np.nanstd(rows, axis=0)
         scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
         center = np.nan_to_num(center)
-        return cls(center.astype(np.float32), scale.astype(np.float32), float(clip))
+        date_level = None
+        if method == "cross_sectional":
+            dates = panel.sample_mask.any(axis=1)
+            block = np.where(panel.sample_mask[dates][:, :, None], panel.features[dates], np.nan)
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, high = np.nanmin(block, axis=1), np.nanmax(block, axis=1)
+            date_level = np.all((low == high) | np.isnan(low), axis=0)
+        return cls(
+            center.astype(np.float32), scale.astype(np.float32), float(clip), method, date_level
+        )
 
     def transform(self, features: np.ndarray, pad: int = 0) -> np.ndarray:
-        """Standardised float32 copy of [T, N, F] features, with `pad` zero rows in front."""
+        """Standardised float32 copy of [T, N, F] features (whole dates: the cross-section is
+        every ticker of the array), with `pad` zero rows in front."""
         out = np.zeros((features.shape[0] + pad, *features.shape[1:]), np.float32)
         body = out[pad:]
-        np.subtract(features, self.center, out=body)
-        body /= self.scale
+        if self.method == "cross_sectional":
+            for start in range(0, features.shape[0], DATE_CHUNK):
+                body[start : start + DATE_CHUNK] = self._per_date(
+                    features[start : start + DATE_CHUNK]
+                )
+        else:
+            np.subtract(features, self.center, out=body)
+            body /= self.scale
         np.clip(body, -self.clip, self.clip, out=body)
         body[np.isnan(body)] = 0.0
         return out
 
+    def transform_rows(
+        self, features: np.ndarray, d_idx: np.ndarray, t_idx: np.ndarray
+    ) -> np.ndarray:
+        """Standardised [n, F] rows (d_idx[i], t_idx[i]) of [T, N, F] features."""
+        if self.method == "time_series":
+            return self.transform(features[d_idx, t_idx])
+        dates, where = np.unique(d_idx, return_inverse=True)
+        out = np.empty((len(d_idx), features.shape[2]), np.float32)
+        for start in range(0, len(dates), DATE_CHUNK):
+            chunk = self.transform(features[dates[start : start + DATE_CHUNK]])
+            rows = (where >= start) & (where < start + DATE_CHUNK)
+            out[rows] = chunk[where[rows] - start, t_idx[rows]]
+        return out
+
+    def _per_date(self, block: np.ndarray) -> np.ndarray:
+        """Robust z-scores across tickers of a [T, N, F] block (time-series scaling for the
+        date-level features)."""
+        values = block.astype(np.float32)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            center = np.nanmedian(values, axis=1, keepdims=True)
+            scale = MAD_TO_STD * np.nanmedian(np.abs(values - center), axis=1, keepdims=True)
+            z = np.where(
+                scale > 0, (values - center) / scale, np.where(np.isnan(values), np.nan, 0.0)
+            )
+        level = self.date_level if self.date_level is not None else np.zeros(values.shape[2], bool)
+        z[:, :, level] = (values[:, :, level] - self.center[level]) / self.scale[level]
+        return z
+
     def to_dict(self) -> dict[str, Any]:
-        return {"center": self.center.tolist(), "scale": self.scale.tolist(), "clip": self.clip}
+        return {
+            "center": self.center.tolist(),
+            "scale": self.scale.tolist(),
+            "clip": self.clip,
+            "method": self.method,
+            "date_level": None if self.date_level is None else self.date_level.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> FeatureScaler:
+        date_level = state.get("date_level")
         return cls(
             np.asarray(state["center"], np.float32),
             np.asarray(state["scale"], np.float32),
             float(state["clip"]),
+            state.get("method", "time_series"),
+            None if date_level is None else np.asarray(date_level, bool),
         )
 
 
 @dataclass(frozen=True)
 class TargetScaler:
-    """Per-horizon mean and standard deviation of training labels, so every horizon's loss
-    has the same scale; predictions are mapped back to returns."""
+    """What the models learn and how their outputs become returns again.
+
+    The training target is the labels after `cross_sectional_targets(method)`, standardised
+    per horizon (mean and standard deviation on training rows) so every horizon's loss has
+    the same scale. `inverse` maps outputs back to returns: raw targets directly; demeaned
+    ones plus `level` (the training labels' mean); zscore and rank ones as `level` plus the
+    output times `spread` (the root mean cross-sectional variance of training labels).
+    """
 
     mean: np.ndarray
     std: np.ndarray
+    method: str = "raw"
+    level: np.ndarray | None = None
+    spread: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, panel: PanelData) -> TargetScaler:
-        rows = panel.targets[panel.sample_mask]
-        with np.errstate(all="ignore"):
+    def fit(cls, panel: PanelData, method: str = "raw") -> TargetScaler:
+        """Fit on a view whose targets are raw labels (`targets_for_training` transforms)."""
+        raw = np.where(panel.sample_mask[:, :, None], panel.targets, np.nan)
+        rows = cross_sectional_targets(panel.targets, method)[panel.sample_mask]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(rows, axis=0)
             std = np.nanstd(rows, axis=0)
+            level = np.nanmean(raw[panel.sample_mask], axis=0)
+            spread = np.sqrt(np.nanmean(np.nanvar(raw, axis=1), axis=0))
         if not np.isfinite(mean).all():
             raise PanelDataError(
                 f"training view has no labels for some horizons of {panel.horizons}"
             )
         std = np.where(std > 1e-12, std, 1.0)
-        return cls(mean.astype(np.float32), std.astype(np.float32))
+        return cls(
+            mean.astype(np.float32),
+            std.astype(np.float32),
+            method,
+            np.nan_to_num(level).astype(np.float32),
+            np.nan_to_num(spread, nan=1.0).astype(np.float32),
+        )
+
+    def targets_for_training(self, *views: PanelData) -> tuple[PanelData, ...]:
+        """The views with their labels transformed by this scaler's method (views that share
+        one labels array share one transformed array)."""
+        done: dict[int, np.ndarray] = {}
+        out = []
+        for view in views:
+            key = id(view.targets)
+            if key not in done:
+                done[key] = cross_sectional_targets(view.targets, self.method)
+            out.append(dataclasses.replace(view, targets=done[key]))
+        return tuple(out)
 
     def transform(self, targets: np.ndarray) -> np.ndarray:
+        """Standardise targets already transformed by `targets_for_training`."""
         return (targets - self.mean) / self.std
 
     def inverse(self, values: np.ndarray) -> np.ndarray:
         """Map standardised outputs [..., H, K] (K point/quantile outputs) back to returns."""
-        return values * self.std[:, None] + self.mean[:, None]
+        target = values * self.std[:, None] + self.mean[:, None]
+        if self.method == "raw":
+            return target
+        assert self.level is not None and self.spread is not None
+        if self.method == "demeaned":
+            return target + self.level[:, None]
+        return self.level[:, None] + target * self.spread[:, None]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        state: dict[str, Any] = {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        state["method"] = self.method
+        if self.level is not None and self.spread is not None:
+            state["level"], state["spread"] = self.level.tolist(), self.spread.tolist()
+        return state
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TargetScaler:
-        return cls(np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32))
+        level, spread = state.get("level"), state.get("spread")
+        return cls(
+            np.asarray(state["mean"], np.float32),
+            np.asarray(state["std"], np.float32),
+            state.get("method", "raw"),
+            None if level is None else np.asarray(level, np.float32),
+            None if spread is None else np.asarray(spread, np.float32),
+        )

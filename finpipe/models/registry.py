@@ -18,6 +18,7 @@ from typing import Any
 from finpipe.models.base import FORMAT_VERSION, META_FILE, Forecaster
 
 SEQUENCE, TABULAR = "finpipe.models.sequence", "finpipe.models.tabular"
+FACTORS = "finpipe.models.factors"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,21 @@ FAMILIES: dict[str, FamilyEntry] = {
         False,
         "Histogram gradient boosting, one model per horizon (plus one per quantile if asked), "
         "early-stopped on the validation view.",
+    ),
+    "momentum_factor": FamilyEntry(
+        FACTORS,
+        "MomentumFactor",
+        False,
+        "12-1 month momentum (`mom_12_1`): last year's winners, skipping the last month.",
+    ),
+    "reversal_factor": FamilyEntry(
+        FACTORS, "ReversalFactor", False, "Short-term reversal (`strev_5`): last week's losers."
+    ),
+    "low_vol_factor": FamilyEntry(
+        FACTORS,
+        "LowVolatilityFactor",
+        False,
+        "Low volatility (minus `rv_63`): the calmest names of the last quarter.",
     ),
 }
 

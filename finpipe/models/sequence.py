@@ -497,7 +497,7 @@ class SequenceForecaster(Forecaster):
         progress: ProgressCallback | None = None,
     ) -> Self:
         started = time.perf_counter()
-        train, valid = self._prepare(train, valid)
+        train, valid, labelled = self._prepare(train, valid)
         self._n_features = len(train.feature_names)
         device = select_device(self.params["device"])
         window = self.params["window"]
@@ -532,7 +532,7 @@ class SequenceForecaster(Forecaster):
             "n_train": float(len(train_data)),
             "train_seconds": time.perf_counter() - started,
         }
-        self.metrics.update(self._validation_metrics_on(valid, x_valid))
+        self.metrics.update(self._validation_metrics_on(labelled, x_valid))
         return self
 
     def _validation_metrics_on(self, valid: PanelData, x_valid: torch.Tensor) -> dict[str, float]:

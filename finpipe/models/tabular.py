@@ -47,7 +47,7 @@ class TabularForecaster(Forecaster):
         """(date_idx, ticker_idx, X [n, F] standardised, y [n, H] standardised or NaN)."""
         assert self.feature_scaler is not None and self.target_scaler is not None
         d_idx, t_idx = panel.sample_index(require_target=require_target)
-        x = self.feature_scaler.transform(panel.features[d_idx, t_idx])
+        x = self.feature_scaler.transform_rows(panel.features, d_idx, t_idx)
         y = self.target_scaler.transform(panel.targets[d_idx, t_idx]) if require_target else None
         return d_idx, t_idx, x, y
 
@@ -66,7 +66,7 @@ class TabularForecaster(Forecaster):
         progress: ProgressCallback | None = None,
     ) -> Self:
         started = time.perf_counter()
-        train, valid = self._prepare(train, valid)
+        train, valid, labelled = self._prepare(train, valid)
         _, _, x, y = self._rows(train, require_target=True)
         keep = self._subsample(len(x))
         x, y = x[keep], y[keep]
@@ -92,7 +92,7 @@ class TabularForecaster(Forecaster):
             "n_train": float(len(x)),
             "train_seconds": time.perf_counter() - started,
         }
-        self.metrics.update(self.validation_metrics(valid))
+        self.metrics.update(self.validation_metrics(labelled))
         return self
 
     def _fit_estimators(

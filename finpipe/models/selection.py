@@ -1,17 +1,19 @@
-"""Feature selection on training rows only: variance, mutual information, then a model.
+"""Feature selection on a model's training rows: variance, mutual information, then a model.
 
-Training rows are the (date, ticker) rows whose label is fully known by `train_end`
-(label_end <= train_end), so no label reads past the training window. The steps:
+A model family chooses its columns with this when its `feature_selection` parameter asks
+(fit on the training view only; the early-stopping tail and everything after it are never
+read). The steps:
 
 1. variance: drop columns that are (almost) constant or all missing on training rows;
-2. mutual information with the label (scikit-learn `mutual_info_regression`), keeping the
+2. mutual information with the target (scikit-learn `mutual_info_regression`), keeping the
    `mi_keep` best;
 3. a model ranks the survivors, on a time split of the training rows (the fit part ends,
    by label_end, before the evaluation part starts): `method="permutation"` uses
    permutation importance of a histogram gradient-boosting model on the later part;
    `method="rfe"` uses recursive feature elimination with a ridge regression.
 
-The chosen columns are the `max_features` best by the model with a positive score.
+The chosen columns are the `max_features` best by the model with a positive score; when no
+column scores above zero, the `max_features` best by mutual information.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from finpipe.core.keys import FEATURE_KEY
+SELECTION_METHODS = ("permutation", "rfe")
 
 
 @dataclass
@@ -44,25 +46,13 @@ class SelectionResult:
     scores: pd.DataFrame
 
 
-def training_rows(
-    features: pd.DataFrame, labels: pd.DataFrame, horizon: int, train_end: str | pd.Timestamp
-) -> pd.DataFrame:
-    """Features joined to the horizon's labels, on rows whose label ends by train_end."""
-    train_end = pd.Timestamp(train_end)
-    chosen = labels.loc[
-        (labels["horizon"] == horizon) & (labels["label_end"] <= train_end),
-        ["date", "ticker", "fwd_return", "label_end"],
-    ]
-    rows = features.loc[features["date"] <= train_end].merge(chosen, on=list(FEATURE_KEY))
-    return rows.sort_values(["date", "ticker"], kind="mergesort").reset_index(drop=True)
-
-
 def select_features(
-    features: pd.DataFrame,
-    labels: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    names: list[str] | tuple[str, ...],
+    dates: np.ndarray,
+    label_end: np.ndarray,
     *,
-    horizon: int,
-    train_end: str | pd.Timestamp,
     method: str = "permutation",
     max_features: int = 30,
     mi_keep: int | None = None,
@@ -71,31 +61,28 @@ def select_features(
     random_state: int = 0,
     n_threads: int = 1,
 ) -> SelectionResult:
-    """Choose up to `max_features` feature columns for predicting the horizon's labels.
+    """Choose up to `max_features` of the columns `names` of training rows `x` [n, F] for
+    predicting `y` [n]; `dates` and `label_end` (datetime64, per row) give the time split.
 
     `n_threads` caps the OpenMP threads of the gradient-boosting model (busy-waiting threads
     on a shared machine cost far more than they give on these sizes).
     """
-    if method not in ("permutation", "rfe"):
-        raise ValueError(f"method must be 'permutation' or 'rfe', got {method!r}")
-    rows = training_rows(features, labels, horizon, train_end)
-    if len(rows) < 50:
-        raise ValueError(
-            f"only {len(rows)} training rows with horizon {horizon} labels ending by "
-            f"{pd.Timestamp(train_end).date()}; move train_end later"
-        )
-    if len(rows) > max_rows:
-        keep = np.random.default_rng(random_state).choice(len(rows), max_rows, replace=False)
-        rows = rows.iloc[np.sort(keep)].reset_index(drop=True)
-    candidates = [c for c in features.columns if c not in FEATURE_KEY]
-    x = np.array(rows[candidates].to_numpy(dtype=np.float64), copy=True)
+    if method not in SELECTION_METHODS:
+        raise ValueError(f"method must be one of {SELECTION_METHODS}, got {method!r}")
+    keep = np.isfinite(y)
+    x, y, dates, label_end = x[keep], y[keep], dates[keep], label_end[keep]
+    if len(y) < 50:
+        raise ValueError(f"only {len(y)} labelled training rows; use a longer training window")
+    if len(y) > max_rows:
+        pick = np.sort(np.random.default_rng(random_state).choice(len(y), max_rows, replace=False))
+        x, y, dates, label_end = x[pick], y[pick], dates[pick], label_end[pick]
+    x = np.array(x, dtype=np.float64, copy=True)
     x[~np.isfinite(x)] = np.nan
-    y = rows["fwd_return"].to_numpy(dtype=np.float64)
-    scores = pd.DataFrame(index=pd.Index(candidates, name="feature"))
+    scores = pd.DataFrame(index=pd.Index(list(names), name="feature"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns
         scores["variance"] = np.nanvar(x, axis=0)
-        medians = np.nanmedian(x, axis=0)
+        medians = np.nan_to_num(np.nanmedian(x, axis=0))
     scores["mutual_info"] = np.nan
     scores["model_score"] = np.nan
     scores["reason"] = ""
@@ -113,27 +100,34 @@ def select_features(
 
     with threadpool_limits(limits=n_threads):
         model_scores = (
-            _permutation_scores(x[:, survivors], y, rows, random_state)
+            _permutation_scores(x[:, survivors], y, dates, label_end, random_state)
             if method == "permutation"
             else _rfe_scores(filled[:, survivors], y, max_features)
         )
     scores.iloc[survivors, scores.columns.get_loc("model_score")] = model_scores
     ranked = survivors[np.argsort(-model_scores, kind="stable")]
     chosen = [i for i in ranked if scores["model_score"].iloc[i] > 0][:max_features]
+    if not chosen:  # no column helps the model on its own (common for daily returns)
+        chosen = list(survivors[:max_features])
+        scores.iloc[chosen, scores.columns.get_loc("reason")] = (
+            "no model score above zero: kept by mutual information"
+        )
     not_chosen = np.setdiff1d(survivors, chosen)
     scores.iloc[not_chosen, scores.columns.get_loc("reason")] = "model score not among the best"
     scores["selected"] = False
     scores.iloc[chosen, scores.columns.get_loc("selected")] = True
-    return SelectionResult(columns=[candidates[i] for i in chosen], scores=scores)
+    return SelectionResult(columns=[names[i] for i in chosen], scores=scores)
 
 
-def _permutation_scores(x, y, rows: pd.DataFrame, random_state: int) -> np.ndarray:
+def _permutation_scores(
+    x: np.ndarray, y: np.ndarray, dates: np.ndarray, label_end: np.ndarray, random_state: int
+) -> np.ndarray:
     """Permutation importance (mean drop in R^2) on the last fifth of the training dates,
     of a model fit on the rows whose labels end before that part starts."""
-    dates = np.sort(rows["date"].unique())
-    split = dates[int(len(dates) * 0.8)]
-    fit = (rows["label_end"] < split).to_numpy()
-    evaluate = (rows["date"] >= split).to_numpy()
+    unique = np.unique(dates)
+    split = unique[int(len(unique) * 0.8)]
+    fit = label_end < split
+    evaluate = dates >= split
     if fit.sum() < 20 or evaluate.sum() < 20:
         raise ValueError("too few training rows for a fit/evaluate split; widen the window")
     model = HistGradientBoostingRegressor(
@@ -146,7 +140,7 @@ def _permutation_scores(x, y, rows: pd.DataFrame, random_state: int) -> np.ndarr
     return result.importances_mean
 
 
-def _rfe_scores(x, y, max_features: int) -> np.ndarray:
+def _rfe_scores(x: np.ndarray, y: np.ndarray, max_features: int) -> np.ndarray:
     """Score by RFE elimination order with a ridge regression: the last eliminated is best.
 
     Scores are (n_features - rank + 1) / n_features, so kept features score 1.

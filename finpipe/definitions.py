@@ -8,9 +8,10 @@ import dagster as dg
 from finpipe.defs.assets.evaluation import EVALUATION_ASSETS
 from finpipe.defs.assets.features import FEATURE_ASSETS
 from finpipe.defs.assets.ingest import INGEST_ASSETS
-from finpipe.defs.assets.models import MODEL_ASSETS, serving_ensemble, tuned_params_table
+from finpipe.defs.assets.models import MODEL_ASSETS, serving_ensemble
 from finpipe.defs.assets.monitoring import MONITORING_ASSETS
 from finpipe.defs.assets.predictions import PREDICTION_ASSETS
+from finpipe.defs.assets.research import research_decisions, tuned_params_table
 from finpipe.defs.checks.evaluation import EVALUATION_CHECKS
 from finpipe.defs.checks.features import FEATURE_CHECKS
 from finpipe.defs.checks.predictions import PREDICTION_CHECKS
@@ -37,6 +38,7 @@ ASSETS = [
     *FEATURE_ASSETS,
     *MODEL_ASSETS,
     serving_ensemble,
+    research_decisions,
     tuned_params_table,
     *MONITORING_ASSETS,
     *PREDICTION_ASSETS,

@@ -99,6 +99,11 @@ def test_plan_features_and_checks(served):
     assert plan["folds"] >= 3 and plan["research_end"].endswith(
         "(50% of the history, recorded now)"
     )
+    decisions = metadata(full, "research_decisions")
+    assert set(decisions["decided"]) == set(FAMILIES) and "research period" in decisions["window"]
+    assert set(decisions["decided"]["ridge"]) == {"target", "feature_scaling"}
+    log = pd.read_parquet(served["root"] / "research" / "decisions.parquet")
+    assert log.groupby("family")["chosen"].sum().eq(1).all() and len(log) >= 3 * 5
     features = metadata(full, "features")
     assert "alpha158_close" in features["families_computed"] and features["feature_count"] > 50
     assert "dagster/column_schema" in features
@@ -252,7 +257,12 @@ def test_explicit_settings_win_over_tuned_ones_with_provenance(served, instance)
     assert metadata(again, "model_ridge")["params"]["alpha"] == best["alpha"]
     assert metadata(again, "model_ridge")["param_sources"]["alpha"] == "tuned"
     storage = StorageResource(root=str(served["root"]))
-    assert fold_families(storage, TrainingSettings(families=FAMILIES))["ridge"] == best
+    decided = storage.read_decided_params("ridge")
+    assert set(decided) == {"target", "feature_scaling"}  # research_decisions, under tuning
+    assert fold_families(storage, TrainingSettings(families=FAMILIES))["ridge"] == {
+        **decided,
+        **best,
+    }
     explicit = definitions(
         served["root"],
         700,
@@ -263,4 +273,5 @@ def test_explicit_settings_win_over_tuned_ones_with_provenance(served, instance)
     )
     assert metadata(pinned, "model_ridge")["params"]["alpha"] == 123.0
     sources = metadata(pinned, "model_ridge")["param_sources"]
-    assert sources["alpha"] == "config" and set(sources.values()) <= {"config", "tuned", "default"}
+    assert sources["alpha"] == "config" and sources["target"] == "research"
+    assert set(sources.values()) <= {"config", "tuned", "research", "default"}

@@ -60,6 +60,7 @@ PRODUCERS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("predictions",), "re-materialize predictions"),
     (("evaluation",), "re-materialize walk_forward_predictions"),
     (("models", "tuned_params"), "re-materialize tuned_params_table"),
+    (("research",), "re-materialize research_decisions"),
     (("monitoring",), "re-materialize drift_report"),
     (("portfolio",), "re-materialize the portfolio group"),
     (("quarantine",), "move it away: quarantined rows are kept for inspection only"),

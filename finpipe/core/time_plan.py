@@ -149,6 +149,12 @@ class TimePlan:
         """The first date the report scores: the first fit after `research_end`."""
         return next(f.as_of for f in self.folds if f.as_of > self.research_end)
 
+    @property
+    def research_window(self) -> FitWindow:
+        """The first test fit: every label it learns from ends before the research
+        boundary, so tuning and the research decisions fit and validate on it."""
+        return next(f for f in self.folds if f.as_of == self.test_start)
+
     def fold(self, name: str) -> FitWindow:
         for window in (*self.folds, self.serving):
             if window.name == name:

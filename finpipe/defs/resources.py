@@ -26,6 +26,7 @@ from finpipe.data.sources.synthetic import (
 )
 from finpipe.data.universe import universe_frame
 from finpipe.evaluation.reports import PLOTS
+from finpipe.evaluation.research import INPUT_AXES
 from finpipe.features.engine import FAMILIES, GROUPS
 from finpipe.models.panel_data import PANEL_META, PanelData, load_panel, save_panel
 from finpipe.models.registry import is_pytorch_family, list_models, model_class
@@ -38,6 +39,8 @@ DEFAULT_MACRO_SERIES = ["VIXCLS", "CPILFESL", "AAA", "BAA"]
 PANEL_FOLDER = "panel"
 PLAN_PATH = ("plan", "time_plan")
 TUNED_PARAMS = ("models", "tuned_params")
+DECIDED_PARAMS = ("research", "decided_params")
+DECISIONS = ("research", "decisions")
 
 
 def family_overrides(params_json: str, family: str) -> dict:
@@ -174,6 +177,12 @@ class StorageResource(Settings):
             return {}
         return json.loads(table.loc[table["family"] == family, "params_json"].iloc[-1])
 
+    def read_decided_params(self, family: str) -> dict[str, Any]:
+        """The inputs research_decisions chose for `family` (empty before it has run)."""
+        return dict(
+            (self.store().read_json(*DECIDED_PARAMS) or {}).get("params", {}).get(family, {})
+        )
+
     def read_plan(self) -> TimePlan:
         """The stored time plan (what the time_plan asset wrote)."""
         state = self.store().read_json(*PLAN_PATH)
@@ -191,14 +200,25 @@ class FredCredentials(Settings):
 class TrainingSettings(Settings):
     """Which model families serve and are replayed, their parameters, and tuning.
 
-    `families` are the members of the served ensemble and of every replay fold (the demo
-    keeps three fast ones; any registered family can be added). `params_json` overrides
+    `families` are the members of the served ensemble and of every replay fold: the demo
+    keeps three fast learned ones and the three classic factors (`finpipe.models.factors`);
+    any registered family can be added. `params_json` overrides
     family parameters, e.g. '{"lstm": {"hidden_size": 128, "max_epochs": 50}}'. `device`
     ("", "cpu", "cuda", "mps") overrides the automatic choice (FINPIPE_DEVICE and
     FORCE_CPU=1 also work).
     """
 
-    families: list[str] = pydantic.Field(default=["ridge", "hist_gbm", "lstm"], min_length=1)
+    families: list[str] = pydantic.Field(
+        default=[
+            "ridge",
+            "hist_gbm",
+            "lstm",
+            "momentum_factor",
+            "reversal_factor",
+            "low_vol_factor",
+        ],
+        min_length=1,
+    )
     params_json: str = ""
     device: Literal["", "cpu", "cuda", "mps"] = ""
     tune_families: list[str] = ["ridge", "lstm"]
@@ -244,10 +264,16 @@ class TrainingSettings(Settings):
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """The parameters `family` trains with, serving and replay alike, and where each came
         from: the config (`params_json`, `device`) wins over what the tune job found on the
-        research period; what neither sets is the family's default."""
+        research period, which wins over the inputs research_decisions chose there; what
+        none sets is the family's default."""
+        decided = storage.read_decided_params(family)
         tuned, explicit = storage.read_tuned_params(family), self.params_for(family)
-        sources = {**dict.fromkeys(tuned, "tuned"), **dict.fromkeys(explicit, "config")}
-        return {**tuned, **explicit}, sources
+        sources = {
+            **dict.fromkeys(decided, "research"),
+            **dict.fromkeys(tuned, "tuned"),
+            **dict.fromkeys(explicit, "config"),
+        }
+        return {**decided, **tuned, **explicit}, sources
 
     def optuna_url(self, storage: StorageResource) -> str:
         """`optuna_storage`, else FINPIPE_OPTUNA_STORAGE, else SQLite beside the local data."""
@@ -385,6 +411,12 @@ class _ResearchDesign(Settings):
     feature_families: list[str] = []
     research_end: str = ""
     research_fraction: Annotated[float, pydantic.Field(gt=0, lt=1)] = 0.45
+    decision_axes: list[str] = ["target", "feature_scaling"]
+
+    @pydantic.field_validator("decision_axes")
+    @classmethod
+    def _axes(cls, value: list[str]) -> list[str]:
+        return known_names(value, list(INPUT_AXES), "decision axes")
 
     @pydantic.field_validator("feature_families")
     @classmethod
@@ -419,6 +451,9 @@ ResearchSettings = pydantic.create_model(
     it, and choices are made on the dates before. Empty means the date `research_fraction`
     of the way through the price history when the plan is first made (for the bundled
     1990-2022 data: late 2004); it is then recorded and kept as history grows.
+    `decision_axes` are the inputs research_decisions chooses per family on the research
+    window (`finpipe.evaluation.research`): any of target, feature_scaling,
+    feature_selection; empty keeps the families' defaults.
 
     The plan's rule is config fields of `PlanSettings`' names and defaults: every fit
     (serving and each replay fold) learns from the dates whose labels end `embargo`

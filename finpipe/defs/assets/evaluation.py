@@ -66,7 +66,10 @@ def read_fold(store: ParquetStore, name: str, window) -> FoldForecasts:
 
 
 @dg.op(
-    ins={name: dg.In(dg.Nothing) for name in ("plan", "panel", "labels", "prices")},
+    ins={
+        name: dg.In(dg.Nothing)
+        for name in ("plan", "panel", "labels", "prices", "decided", "tuned")
+    },
     out=dg.DynamicOut(str),
 )
 def plan_folds(context: dg.OpExecutionContext, storage: StorageResource):
@@ -204,13 +207,22 @@ def collect_replay(
         "panel_ready": dg.AssetIn(key="model_panel", dagster_type=dg.Nothing),
         "labels_ready": dg.AssetIn(key="labels", dagster_type=dg.Nothing),
         "prices_ready": dg.AssetIn(key="raw_prices", dagster_type=dg.Nothing),
+        "decided": dg.AssetIn(key="research_decisions", dagster_type=dg.Nothing),
+        "tuned": dg.AssetIn(key="tuned_params_table", dagster_type=dg.Nothing),
     },
 )
-def walk_forward_predictions(plan_ready, panel_ready, labels_ready, prices_ready):
+def walk_forward_predictions(plan_ready, panel_ready, labels_ready, prices_ready, decided, tuned):
     """The served procedure replayed at every retrain date of the time plan: members,
     stacked ensemble and calibrated intervals, out of sample, over the research and test
     periods (its leak gate, a blocking check, runs before anything downstream)."""
-    folds = plan_folds(plan=plan_ready, panel=panel_ready, labels=labels_ready, prices=prices_ready)
+    folds = plan_folds(
+        plan=plan_ready,
+        panel=panel_ready,
+        labels=labels_ready,
+        prices=prices_ready,
+        decided=decided,
+        tuned=tuned,
+    )
     return collect_replay(folds.map(run_replay_fold).collect())
 
 

@@ -1,22 +1,19 @@
 """Group `models`: one asset per registered model family (an asset factory over the registry)
 that trains the serving model on the time plan's serving window and registers it in MLflow,
 and the serving ensemble (stacking weights and conformal calibration from the replay's
-out-of-sample history); group `tuning`: Optuna studies on the research period."""
+out-of-sample history)."""
 
-import json
 from typing import Any
 
 import dagster as dg
-import optuna
-import pandas as pd
 
 from finpipe.core.contracts import LABELS
 from finpipe.core.provenance import code_fingerprint
 from finpipe.defs.assets.evaluation import read_replay, walk_forward_predictions
 from finpipe.defs.assets.features import labels, model_panel, time_plan
+from finpipe.defs.assets.research import research_decisions, tuned_params_table
 from finpipe.defs.metadata import embedded_png
 from finpipe.defs.resources import (
-    TUNED_PARAMS,
     ForecastSettings,
     RegistryResource,
     StorageResource,
@@ -30,7 +27,6 @@ from finpipe.forecasting.system import (
 )
 from finpipe.models.registry import FAMILIES, is_pytorch_family, list_models
 from finpipe.models.trainer import train_family, training_curve_png, window_views
-from finpipe.models.tuning import tune
 from finpipe.models.versions import (
     CHAMPION,
     publish_training,
@@ -51,75 +47,6 @@ def metric_metadata(metrics: dict[str, float], horizons: tuple[int, ...]) -> dic
     return out
 
 
-@dg.asset(group_name="tuning", deps=[model_panel, time_plan], kinds={"optuna", "mlflow"})
-def tuned_params_table(
-    context: dg.AssetExecutionContext,
-    storage: StorageResource,
-    training: TrainingSettings,
-    registry: RegistryResource,
-) -> dg.MaterializeResult:
-    """Best parameters per family from a resumable Optuna study (TPE, median pruner), tuned
-    on the research period only: the window of the first test fit, whose every label ends
-    before the research boundary. Every trial is an MLflow run. Model assets use the best
-    parameters where the config sets none."""
-    plan = storage.read_plan()
-    window = plan.fold(next(f.name for f in plan.folds if f.as_of == plan.test_start))
-    train, valid = window_views(storage.read_panel(), window)
-    tracker = registry.registry(storage)
-    rows = []
-    for family in training.tune_families:
-        context.log.info(
-            "tuning %s on %s..%s: %d trials in %s",
-            family,
-            window.train_start.date(),
-            window.valid_end.date(),
-            training.tune_trials,
-            training.optuna_url(storage),
-        )
-
-        def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, f=family) -> None:
-            tags = {"finpipe.family": f, "finpipe.kind": "tuning", "optuna.study": study.study_name}
-            params = trial.user_attrs.get("params", trial.params)
-            with tracker.run(f"{f} trial {trial.number}", tags, params) as run_id:
-                metrics = {k: v for k, v in trial.user_attrs.items() if k.startswith("rank_ic")}
-                if trial.value is not None:
-                    metrics["valid_loss"] = trial.value
-                tracker.log_metrics(run_id, metrics)
-                history = trial.user_attrs.get("history", [])
-                tracker.log_history(run_id, history)
-                png = training_curve_png(history, f"{f} trial {trial.number}")
-                if png is not None:
-                    tracker.log_bytes(run_id, "training_curve.png", png)
-
-        best = tune(
-            family,
-            train,
-            valid,
-            training.optuna_url(storage),
-            n_trials=training.tune_trials,
-            base_params=training.params_for(family),
-            callbacks=[log_trial],
-        )
-        context.log.info("tuning %s: best %s", family, best)
-        rows.append({"family": family, "params_json": json.dumps(best, sort_keys=True)})
-    store = storage.store()
-    table = pd.DataFrame(rows, columns=["family", "params_json"])
-    existing = store.read(*TUNED_PARAMS)
-    if existing is not None:
-        table = pd.concat([existing[~existing["family"].isin(table["family"])], table])
-    store.write(table.reset_index(drop=True), *TUNED_PARAMS)
-    return dg.MaterializeResult(
-        metadata={
-            "best_params": dg.MetadataValue.json(
-                {r["family"]: json.loads(r["params_json"]) for r in rows}
-            ),
-            "tuned_on": dg.MetadataValue.text(
-                f"{window.train_start.date()}..{window.valid_end.date()} (research period)"
-            ),
-        }
-    )
-
-
 def model_asset(family: str) -> dg.AssetsDefinition:
     """The asset that trains `family` on the serving window, registers the new version and
     makes it champion or challenger."""
@@ -127,7 +54,7 @@ def model_asset(family: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"model_{family}",
         group_name=GROUP,
-        deps=[model_panel, time_plan, tuned_params_table],
+        deps=[model_panel, time_plan, tuned_params_table, research_decisions],
         kinds={"pytorch" if is_pytorch_family(family) else "scikitlearn", "mlflow"},
         description=FAMILIES[family].summary,
         code_version="2",

@@ -15,16 +15,18 @@ from scipy.optimize import nnls
 
 from finpipe.core.contracts import PREDICTIONS, REPLAY, schema_violations
 from finpipe.core.keys import ROW_KEY
-from finpipe.core.metrics import interval_coverage, mse
+from finpipe.core.metrics import interval_coverage, mse, rank_ic
 from finpipe.core.time_plan import FitWindow
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.forecasting.ensemble import (
     FOLD_COLUMNS,
     OOF_COLUMNS,
+    CrossSections,
     InSampleError,
     StackingEnsemble,
     check_out_of_fold,
     combine,
+    mean_row_correlation,
 )
 from finpipe.forecasting.system import EnsembleFit, fit_ensemble, forecast_rows
 from finpipe.forecasting.uncertainty import SplitConformal, interval_scale, recent_volatility
@@ -363,3 +365,18 @@ def test_pipeline_intervals_hold_their_level_out_of_sample(planted: dict) -> Non
     served = table[table["model"] == "ensemble"].set_index(KEY)["prediction"].sort_index()
     expected = stacked[stacked["date"] == latest["date"].iloc[0]].set_index(KEY)["prediction"]
     pd.testing.assert_series_equal(served, expected.sort_index(), check_names=False)
+
+
+def test_the_stackers_daily_rank_ic_matches_the_metrics_module() -> None:
+    """The stacker's fast per-date rank IC (rows as a dates x names matrix) against
+    `core.metrics.rank_ic` (pandas groupby ranks): ragged dates, ties and a one-name date."""
+    rng = np.random.default_rng(7)
+    dates = np.repeat(np.arange(60), 15)
+    dates = dates[rng.random(len(dates)) > 0.15]
+    dates = np.r_[dates, 60]  # a date with one name: no correlation to read
+    y = rng.standard_normal(len(dates))
+    p = y + 2 * rng.standard_normal(len(dates))
+    p[::5] = np.round(p[::5])  # ties
+    sections = CrossSections(dates)
+    got = mean_row_correlation(sections.ranks(p), sections.ranks(y))
+    assert got == pytest.approx(rank_ic(p, y, dates), rel=1e-12)

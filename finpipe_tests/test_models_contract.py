@@ -138,6 +138,8 @@ def test_metrics_history_and_progress(name: str, fitted: dict[str, Forecaster]) 
         for metric in ("rank_ic", "ic", "directional_accuracy", "mse"):
             assert f"{metric}_h{h}" in model.metrics
     assert model.history and all("valid_loss" in r for r in model.history)
+    # what the model assets log and record per epoch
+    assert all({"train_loss", "samples_per_s"} <= set(r) for r in model.history if "epoch" in r)
     assert [r["epoch"] for r in model.progress_records] == [r["epoch"] for r in model.history]
     assert all(r["model"] == name for r in model.progress_records)
 

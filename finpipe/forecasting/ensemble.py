@@ -20,10 +20,10 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.linear_model import Ridge
 
 from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
-from finpipe.core.metrics import rank_ic
 
 OOF_COLUMNS = ("date", "ticker", "horizon", "model", "prediction", "fold", "fwd_return")
 FOLD_COLUMNS = ("fold", "train_start", "train_end")
@@ -256,9 +256,11 @@ class StackingEnsemble:
             if fit.sum() <= z.shape[1] or not held.any():
                 continue
             raw = self._raw_weights(z[fit], y[fit])
+            cross_sections = CrossSections(position[held])
+            y_ranks = cross_sections.ranks(y[held])
             for amount in self.shrinkage:
-                combined = z[held] @ self._shrunk(raw, amount)
-                scores[amount].append(rank_ic(combined, y[held], dates[held]))
+                combined = cross_sections.ranks(z[held] @ self._shrunk(raw, amount))
+                scores[amount].append(mean_row_correlation(combined, y_ranks))
         return {s: float(np.nanmean(v)) if v else 0.0 for s, v in scores.items()}
 
     def predict(self, member_predictions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -290,3 +292,36 @@ class StackingEnsemble:
             **{k: {int(h): v for h, v in state[k].items()} for k in per_horizon},
             fallback={int(h): v for h, v in state["fallback"].items()},
         )
+
+
+class CrossSections:
+    """Rows grouped by date as a (dates x names) matrix, to rank many scores of the same
+    rows per date quickly (the stacker's cross-validation ranks one per shrinkage)."""
+
+    def __init__(self, date_position: np.ndarray) -> None:
+        self.row = np.unique(date_position, return_inverse=True)[1]
+        counts = np.bincount(self.row)
+        order = np.argsort(self.row, kind="stable")
+        self.slot = np.empty(len(self.row), np.int64)
+        self.slot[order] = np.arange(len(self.row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        self.shape = (len(counts), int(counts.max()) if len(counts) else 0)
+
+    def ranks(self, values: np.ndarray) -> np.ndarray:
+        """Average ranks of `values` within each date (NaN where a date has no such row)."""
+        matrix = np.full(self.shape, np.nan)
+        matrix[self.row, self.slot] = values
+        return rankdata(matrix, axis=1, nan_policy="omit")
+
+
+def mean_row_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of the Pearson correlation of two (rows x names) matrices, over the
+    names both have; rows with fewer than two names or no variation are left out."""
+    both = np.isfinite(a) & np.isfinite(b)
+    n = both.sum(axis=1)
+    a, b = np.where(both, a, 0.0), np.where(both, b, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        da = np.where(both, a - a.sum(axis=1, keepdims=True) / n[:, None], 0.0)
+        db = np.where(both, b - b.sum(axis=1, keepdims=True) / n[:, None], 0.0)
+        corr = (da * db).sum(axis=1) / np.sqrt((da**2).sum(axis=1) * (db**2).sum(axis=1))
+    usable = (n >= 2) & np.isfinite(corr)
+    return float(corr[usable].mean()) if usable.any() else float("nan")

@@ -81,13 +81,16 @@ class FactorForecaster(Forecaster):
         assert self.target_scaler.spread is not None
         self.slope = self.target_scaler.spread * np.maximum(np.nan_to_num(ic), MIN_IC)
         valid_loss = self._standardised_mse(valid)
+        seconds = time.perf_counter() - started
         self.history = [
             {
                 "model": self.name,
                 "epoch": 0,
                 "train_loss": self._standardised_mse(train),
                 "valid_loss": valid_loss,
-                "seconds": time.perf_counter() - started,
+                "samples": len(d_idx),
+                "seconds": seconds,
+                "samples_per_s": len(d_idx) / max(seconds, 1e-9),
             }
         ]
         self.metrics = {f"train_ic_h{h}": float(v) for h, v in zip(horizons, ic, strict=True)}

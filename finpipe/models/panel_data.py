@@ -352,6 +352,17 @@ def cross_sectional_targets(targets: np.ndarray, method: str) -> np.ndarray:
     return np.where(finite, out, np.nan).astype(np.float32)
 
 
+def median_over_tickers(values: np.ndarray) -> np.ndarray:
+    """Median over axis 1 of a [T, N, F] array, ignoring NaN, as [T, 1, F] (NaN where a
+    date has no value): a sort along the short tickers axis, several times faster than
+    np.nanmedian on these shapes."""
+    ordered = np.sort(values, axis=1)  # NaN sorts last
+    count = np.isfinite(values).sum(axis=1, keepdims=True)
+    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0), axis=1)
+    high = np.take_along_axis(ordered, np.maximum(count // 2, 0), axis=1)
+    return np.where(count > 0, (low + high) / 2, np.nan)
+
+
 @dataclass(frozen=True)
 class FeatureScaler:
     """Per-feature robust standardisation, fit on training rows only, clipped, NaN -> 0.
@@ -434,10 +445,9 @@ class FeatureScaler:
         """Robust z-scores across tickers of a [T, N, F] block (time-series scaling for the
         date-level features)."""
         values = block.astype(np.float32)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            center = np.nanmedian(values, axis=1, keepdims=True)
-            scale = MAD_TO_STD * np.nanmedian(np.abs(values - center), axis=1, keepdims=True)
+        with np.errstate(all="ignore"):
+            center = median_over_tickers(values)
+            scale = MAD_TO_STD * median_over_tickers(np.abs(values - center))
             z = np.where(
                 scale > 0, (values - center) / scale, np.where(np.isnan(values), np.nan, 0.0)
             )

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.core.prices import close_matrix
+from finpipe.core.prices import close_matrix, daily_returns
 from finpipe.evaluation.baselines import (
     baseline_predictions,
     momentum_12_1,
@@ -15,7 +15,6 @@ from finpipe.evaluation.baselines import (
 )
 from finpipe.evaluation.simulation import (
     buy_and_hold,
-    daily_returns,
     simulate_portfolio,
     top_k_weights,
 )

@@ -1,4 +1,5 @@
-"""Prices as a wide matrix: the one pivot of long prices into dates x tickers."""
+"""Prices as a wide matrix: the one pivot of long prices into dates x tickers, and their
+daily simple returns."""
 
 from __future__ import annotations
 
@@ -12,3 +13,10 @@ def close_matrix(prices: pd.DataFrame) -> pd.DataFrame:
     wide = prices.pivot(index="date", columns="ticker", values="adj_close").sort_index()
     wide.columns = wide.columns.astype(str)
     return wide.sort_index(axis=1).astype(np.float64)
+
+
+def daily_returns(prices: pd.DataFrame) -> pd.DataFrame:
+    """Simple close-to-close returns of adj_close, wide (dates x tickers); NaN where either
+    close is missing."""
+    close = close_matrix(prices)
+    return close / close.shift(1) - 1.0

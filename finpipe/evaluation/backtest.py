@@ -36,6 +36,7 @@ from finpipe.core.metrics import (
     sharpe_ci,
     sharpe_ratio,
 )
+from finpipe.core.prices import daily_returns
 from finpipe.evaluation.baselines import BASELINES, baseline_predictions
 from finpipe.evaluation.regimes import (
     benchmark_close,
@@ -47,7 +48,6 @@ from finpipe.evaluation.regimes import (
 from finpipe.evaluation.simulation import (
     PortfolioKind,
     buy_and_hold,
-    daily_returns,
     simulate_portfolio,
 )
 

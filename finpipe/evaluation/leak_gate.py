@@ -13,7 +13,8 @@ import pandas as pd
 
 from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
 from finpipe.core.metrics import daily_rank_ic, sharpe_ratio
-from finpipe.evaluation.simulation import daily_returns, simulate_portfolio
+from finpipe.core.prices import daily_returns
+from finpipe.evaluation.simulation import simulate_portfolio
 
 
 def implausible_skill(

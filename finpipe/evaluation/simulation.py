@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from finpipe.core.prices import close_matrix
 from finpipe.portfolio.construction import PortfolioKind, top_k_weights
 
 
@@ -35,13 +34,6 @@ class PortfolioResult:
     costs: pd.Series
     turnover: pd.Series
     weights: pd.DataFrame
-
-
-def daily_returns(prices: pd.DataFrame) -> pd.DataFrame:
-    """Simple close-to-close returns of adj_close, wide (dates x tickers); NaN where either
-    close is missing."""
-    close = close_matrix(prices)
-    return close / close.shift(1) - 1.0
 
 
 def signal_matrix(
@@ -111,9 +103,10 @@ def simulate_portfolio(
 ) -> PortfolioResult:
     """Simulate the daily top-k (minus bottom-k) portfolio of one model's predictions.
 
-    `returns` are simple daily returns, wide (`daily_returns`); its index is the trading
-    calendar. The result covers the first trade date (first signal + lag) through the last
-    date earned by the last signal (last signal + lag + 1), clipped to the calendar.
+    `returns` are simple daily returns, wide (`finpipe.core.prices.daily_returns`); its
+    index is the trading calendar. The result covers the first trade date (first signal +
+    lag) through the last date earned by the last signal (last signal + lag + 1), clipped to
+    the calendar.
     """
     if execution_lag < 0:
         raise ValueError(f"execution_lag must be >= 0, got {execution_lag}")

@@ -24,7 +24,7 @@ ALLOWED = {
     "features": {"core"},
     "models": {"core"},
     "forecasting": {"core", "models"},
-    "portfolio": {"core"},
+    "portfolio": {"core", "features"},
     "evaluation": {"core", "features", "models", "forecasting", "portfolio"},
     "monitoring": {"core", "models"},
     "serving": {"core", "forecasting", "models"},

@@ -1,1 +1,2 @@
-"""Portfolio stage: target weights from forecasts."""
+"""Portfolio stage: the risk model, construction methods, risk figures, factor scores and
+orders that turn forecasts into target portfolios."""

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from finpipe.core.metrics import forecast_metrics
+from finpipe.core.prices import daily_returns
 from finpipe.core.time_plan import PlanSettings, TimePlan, build_time_plan
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_benchmark, synthetic_panel
 from finpipe.evaluation.backtest import BacktestConfig, BacktestResult, run_backtest, with_baselines
@@ -29,6 +30,8 @@ from finpipe.evaluation.walk_forward import (
 from finpipe.features.labels import forward_returns
 from finpipe.forecasting.uncertainty import recent_volatility
 from finpipe.models.panel_data import PanelData
+from finpipe.portfolio.risk_model import RiskModelConfig
+from finpipe.portfolio.targets import PortfolioSpec, replay_targets
 from finpipe_tests.headless_chromium import chromium_command
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -63,6 +66,12 @@ def run() -> tuple[BacktestResult, pd.DataFrame, TimePlan]:
     plan = build_time_plan(panel.dates, SETTINGS, research_end=panel.dates[199])
     rows, fits = run_replay(panel, plan, FAMILIES, labels, recent_volatility(prices))
     predictions = with_baselines(rows[rows["date"] >= plan.test_start], prices)
+    ensemble = predictions[(predictions["model"] == "ensemble") & (predictions["horizon"] == 5)]
+    rebalances = pd.DatetimeIndex(sorted(ensemble["date"].unique()))[::21]
+    spec = PortfolioSpec(
+        methods=("top_k", "hrp"), horizon=5, risk=RiskModelConfig(lookback=120, min_observations=60)
+    )
+    constructions = replay_targets(spec, ensemble, daily_returns(prices), rebalances)
     result = run_backtest(
         predictions,
         labels,
@@ -72,6 +81,8 @@ def run() -> tuple[BacktestResult, pd.DataFrame, TimePlan]:
         config=BacktestConfig(n_boot=100),
         folds=fold_summary(fits),
         procedure=procedure_text(plan, list(FAMILIES)),
+        constructions=constructions.weights,
+        construction_fallbacks=constructions.fallbacks,
     )
     return result, predictions.merge(labels, on=["date", "ticker", "horizon"]), plan
 
@@ -109,7 +120,7 @@ def test_report_renders_every_plot_and_table(result: BacktestResult, tmp_path: P
         embedded = base64.b64decode(source[len(prefix) :])
         assert embedded.startswith(PNG_SIGNATURE)
         assert embedded == (tmp_path / "report" / "plots" / f"{name}.png").read_bytes()
-    new_sections = ("Interval coverage by year", "Replayed procedure")
+    new_sections = ("Interval coverage by year", "Replayed procedure", "Construction comparison")
     for heading in ("Portfolio performance", "Forecast skill", "Sharpe by regime", "Stress"):
         assert heading in page
     for heading in new_sections:
@@ -140,6 +151,9 @@ def test_report_renders_every_plot_and_table(result: BacktestResult, tmp_path: P
     assert len(machine["coverage_by_year"]) == len(result.coverage_by_year)
     folds = pd.read_parquet(paths["table_replay_folds"])
     assert list(folds["fold"]) == list(result.folds["fold"])
+    constructions = pd.read_parquet(paths["table_constructions"])
+    assert {row["strategy"] for row in machine["constructions"]} == set(constructions["strategy"])
+    assert "construction/hrp" in page and "construction/hrp" in summary
 
 
 def test_forecast_skill_agrees_with_forecast_metrics(
@@ -164,6 +178,25 @@ def test_backtest_tables_hold_what_the_report_shows(result: BacktestResult) -> N
     assert set(coverage["interval_level"]) == {0.8}
     assert coverage["coverage"].between(0, 1).all()
     assert set(result.weights["model"]) == set(FAMILIES)
+    # Each construction method beside the top-k book and the baselines of its kind.
+    table = result.constructions.set_index("strategy")
+    assert set(table.index) == {
+        "construction/top_k",
+        "construction/hrp",
+        "ensemble/long_only",
+        "equal_weight/buy_and_hold",
+        "momentum_12_1/long_only",
+        "reversal_5d/long_only",
+        "random/long_only",
+    }
+    assert (table.loc[["construction/top_k", "construction/hrp"], "rebalances"] > 3).all()
+    assert (table.loc[["construction/top_k", "construction/hrp"], "fallbacks"] == 0).all()
+    # The references' rows are the performance table's.
+    performance = result.performance.set_index("strategy")
+    assert (
+        table.loc["ensemble/long_only", "sharpe"] == performance.loc["ensemble/long_only", "sharpe"]
+    )
+    assert set(result.construction_returns.columns) == set(table.index)
 
 
 def test_replayed_procedure_is_recorded(run: tuple[BacktestResult, pd.DataFrame, TimePlan]) -> None:

@@ -9,7 +9,10 @@ table the reports show, all computed with `finpipe.core.metrics`:
 * daily portfolios per model (long-short and long-only top-k, net of costs; the equal-weight
   baseline as buy-and-hold) with performance, bootstrap Sharpe intervals, PSR, and the
   deflated Sharpe ratio across all strategies;
-* the same per trend and volatility regime of the benchmark, and per named stress window.
+* the same per trend and volatility regime of the benchmark, and per named stress window;
+* with the construction methods' replayed target weights (`finpipe.portfolio.targets`), each
+  method's portfolio, rebalanced on its dates and drifting in between, beside the top-k
+  book and the baselines of the same kind, net of costs (`construction_comparison`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from finpipe.core.keys import ROW_KEY
+from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
 from finpipe.core.metrics import (
     accuracy_ci,
     daily_directional_accuracy,
@@ -47,9 +50,12 @@ from finpipe.evaluation.regimes import (
 )
 from finpipe.evaluation.simulation import (
     PortfolioKind,
+    PortfolioResult,
     buy_and_hold,
     simulate_portfolio,
+    simulate_rebalanced,
 )
+from finpipe.portfolio.risk import var_backtest
 
 BUY_AND_HOLD_MODEL = "equal_weight"  # the baseline run as buy-and-hold, not ranked
 
@@ -99,6 +105,8 @@ class BacktestResult:
     weights: pd.DataFrame = field(default_factory=pd.DataFrame)
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)
     procedure: str = ""
+    constructions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    construction_returns: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Long/flat frames by name, ready to write."""
@@ -121,6 +129,8 @@ class BacktestResult:
             "coverage_by_year": self.coverage_by_year,
             "ensemble_weights": self.weights,
             "replay_folds": self.folds,
+            "constructions": self.constructions,
+            "construction_returns": dated(self.construction_returns),
         }
 
     def config_dict(self) -> dict[str, object]:
@@ -276,6 +286,98 @@ def _portfolios(
     return results
 
 
+def _performance_row(name: str, result: PortfolioResult, config: BacktestConfig) -> dict:
+    r = result.returns
+    _, lo, hi = sharpe_ci(
+        r, n_boot=config.n_boot, level=config.level, block=config.block, seed=config.seed
+    )
+    return {
+        "strategy": name,
+        **performance_summary(r, result.turnover),
+        "sharpe_lo": lo,
+        "sharpe_hi": hi,
+        "gross_sharpe": sharpe_ratio(result.gross_returns),
+    }
+
+
+def construction_comparison(
+    targets: pd.DataFrame,
+    returns: pd.DataFrame,
+    last_signal: object,
+    references: dict[str, PortfolioResult],
+    config: BacktestConfig = BacktestConfig(),
+    fallbacks: pd.DataFrame | None = None,
+    known: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table, daily net returns) of every construction method's replayed targets (`date,
+    method, ticker, weight`) beside `references` (the top-k book and the baselines), net of
+    costs: performance with a bootstrap Sharpe interval, mean daily turnover, the deflated
+    Sharpe ratio across all of them, and how often each method fell back (`fallbacks`:
+    `date, method, reason`). `known` (performance rows by strategy) saves recomputing the
+    references' rows."""
+    results = dict(references)
+    rebalances = {}
+    for method, part in targets.groupby("method", sort=True):
+        wide = part.pivot_table(index="date", columns="ticker", values="weight", fill_value=0.0)
+        results[f"construction/{method}"] = simulate_rebalanced(
+            wide, returns, last_signal, config.cost_bps, config.execution_lag
+        )
+        rebalances[f"construction/{method}"] = len(wide)
+    net = pd.DataFrame({name: result.returns for name, result in results.items()})
+    dsr = deflated_sharpe_ratios(net, config.n_trials)
+    counts = fallbacks.groupby("method").size() if fallbacks is not None else pd.Series()
+    rows = []
+    for name, result in results.items():
+        method = name.removeprefix("construction/")
+        if known is not None and name in known.index:
+            row = {"strategy": name, **known.loc[name].to_dict()}
+        else:
+            row = _performance_row(name, result, config)
+        rows.append(
+            {
+                **row,
+                "rebalances": rebalances.get(name, np.nan),
+                "fallbacks": float(counts.get(method, 0)) if name in rebalances else np.nan,
+                "deflated_sharpe": float(dsr[name]),
+            }
+        )
+    return pd.DataFrame(rows), net
+
+
+def construction_var_backtest(
+    targets: pd.DataFrame,
+    stated: pd.DataFrame,
+    returns: pd.DataFrame,
+    last_signal: object,
+    execution_lag: int = 1,
+) -> pd.DataFrame:
+    """Kupiec's test of the 1-day VaRs stated along a construction replay (`stated`: `date,
+    method, model, level, value`) against the daily gross returns of holding each method's
+    targets (`date, method, ticker, weight`): the VaR stated with a target applies to every
+    day that target is held. Rows: method, model, level, n, breaches, expected, kupiec_lr,
+    p_value."""
+    calendar = returns.index
+    rows = []
+    for method, part in targets.groupby("method", sort=True):
+        wide = part.pivot_table(index="date", columns="ticker", values="weight", fill_value=0.0)
+        held = simulate_rebalanced(wide, returns, last_signal, 0.0, execution_lag)
+        daily = held.gross_returns.iloc[1:]  # the first date is the opening trade
+        for (model, level), var in stated[stated["method"] == method].groupby(["model", "level"]):
+            starts = calendar.get_indexer(var["date"]) + execution_lag + 1
+            inside = (starts > execution_lag) & (starts < len(calendar))
+            applies = pd.Series(var["value"].to_numpy()[inside], index=calendar[starts[inside]])
+            applies = applies.reindex(daily.index).ffill()
+            rows.append(
+                {
+                    "method": method,
+                    "model": model,
+                    "level": float(level),
+                    **var_backtest(daily, applies, float(level)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def run_backtest(
     predictions: pd.DataFrame,
     labels: pd.DataFrame,
@@ -285,6 +387,8 @@ def run_backtest(
     config: BacktestConfig = BacktestConfig(),
     folds: pd.DataFrame | None = None,
     procedure: str = "",
+    constructions: pd.DataFrame | None = None,
+    construction_fallbacks: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Evaluate long predictions (`date, ticker, horizon, model, prediction`, optional
     interval columns) of every model against labels and prices; see the module docstring.
@@ -292,6 +396,8 @@ def run_backtest(
     The benchmark (prices contract, one ticker) defines the regimes; without one, the
     equal-weight universe does. `weights` (the ensemble weights per fold), `folds` (the
     replayed fits) and `procedure` (what was replayed, in words) pass through to the report.
+    `constructions` (`date, method, ticker, weight`: the construction methods' replayed
+    targets) and their fallbacks add the construction comparison.
     """
     horizon = config.horizon or int(predictions["horizon"].min())
     labelled = predictions.merge(labels[[*ROW_KEY, "fwd_return"]], on=list(ROW_KEY), how="inner")
@@ -304,24 +410,40 @@ def run_backtest(
     dsr = deflated_sharpe_ratios(net, config.n_trials)
     perf_rows = []
     for name, result in portfolios.items():
-        r = result.returns
-        _, lo, hi = sharpe_ci(
-            r, n_boot=config.n_boot, level=config.level, block=config.block, seed=config.seed
-        )
         model, kind = name.split("/", 1)
+        row = _performance_row(name, result, config)
         perf_rows.append(
             {
                 "strategy": name,
                 "model": model,
                 "kind": kind,
-                **performance_summary(r, result.turnover),
-                "sharpe_lo": lo,
-                "sharpe_hi": hi,
-                "gross_sharpe": sharpe_ratio(result.gross_returns),
+                **row,
                 "deflated_sharpe": float(dsr[name]),
             }
         )
     performance = pd.DataFrame(perf_rows)
+    comparison, comparison_returns = pd.DataFrame(), pd.DataFrame()
+    if constructions is not None and len(constructions):
+        kind = "long_short" if (constructions["weight"] < 0).any() else "long_only"
+        references = {
+            name: result
+            for name, result in portfolios.items()
+            if name.endswith(f"/{kind}") or name.endswith("/buy_and_hold")
+        }
+        references = {
+            name: result
+            for name, result in references.items()
+            if name.split("/", 1)[0] in (STACKED_ENSEMBLE, *BASELINES)
+        }
+        comparison, comparison_returns = construction_comparison(
+            constructions,
+            returns,
+            predictions["date"].max(),
+            references,
+            config,
+            construction_fallbacks,
+            performance.set_index("strategy").drop(columns=["model", "kind", "deflated_sharpe"]),
+        )
 
     forecast, daily = forecast_skill(labelled, config)
     rank_ic_by_date = pd.DataFrame(
@@ -364,4 +486,6 @@ def run_backtest(
         weights=weights if weights is not None else pd.DataFrame(),
         folds=folds if folds is not None else pd.DataFrame(),
         procedure=procedure,
+        constructions=comparison,
+        construction_returns=comparison_returns,
     )

@@ -4,7 +4,8 @@ tables as Parquet and JSON, all written into one folder.
     out/report.html      every plot embedded (base64 PNG) and every table; opens offline
     out/summary.md       headline tables, linking the PNGs
     out/plots/*.png      equity curves vs baselines, drawdowns, rolling rank IC, per-regime
-                         bars, calibration/coverage, ensemble weights over time
+                         bars, calibration/coverage, ensemble weights over time, and the
+                         construction methods beside the top-k book and the baselines
     out/metrics/*.parquet, out/metrics.json
 
 Plots use matplotlib with the Agg backend (no display needed), imported only when a report
@@ -44,6 +45,7 @@ PLOTS = (
     "regime_bars",
     "calibration_coverage",
     "ensemble_weights",
+    "construction_comparison",
 )
 BASELINE_STYLE = {"linestyle": "--", "linewidth": 1.0, "alpha": 0.9}
 MODEL_STYLE = {"linestyle": "-", "linewidth": 1.4}
@@ -304,6 +306,44 @@ def plot_ensemble_weights(result: BacktestResult) -> bytes:
     return _png(fig)
 
 
+def plot_construction_comparison(result: BacktestResult) -> bytes:
+    """Growth of 1 (net of costs) of every construction method beside the top-k book and
+    the baselines (dashed), and their Sharpe ratios with bootstrap intervals."""
+    plt = _pyplot()
+    fig, (curve_ax, bar_ax) = plt.subplots(
+        1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [2, 1]}
+    )
+    table = result.constructions
+    if table.empty:
+        for ax in (curve_ax, bar_ax):
+            ax.text(0.5, 0.5, "no construction methods were replayed", ha="center")
+            ax.set_axis_off()
+        return _png(fig)
+    cmap = _pyplot().get_cmap("tab10")
+    colours = {name: cmap(i % cmap.N) for i, name in enumerate(table["strategy"])}
+    for name in table["strategy"]:
+        series = (1.0 + result.construction_returns[name].dropna()).cumprod()
+        reference = not name.startswith("construction/")
+        style = BASELINE_STYLE if reference else MODEL_STYLE
+        curve_ax.plot(series.index, series.to_numpy(), label=name, color=colours[name], **style)
+    curve_ax.set_yscale("log")
+    curve_ax.set_title("Construction methods vs top-k and baselines (net of costs, log scale)")
+    curve_ax.set_ylabel("growth of 1")
+    curve_ax.grid(alpha=0.3)
+    curve_ax.legend(fontsize=7, ncol=2, loc="best")
+    y = np.arange(len(table))
+    sharpe = table["sharpe"].to_numpy(np.float64)
+    errors = np.vstack([sharpe - table["sharpe_lo"], table["sharpe_hi"] - sharpe])
+    bars = [colours[n] for n in table["strategy"]]
+    bar_ax.barh(y, sharpe, xerr=np.nan_to_num(errors), color=bars)
+    bar_ax.set_yticks(y, list(table["strategy"]), fontsize=8)
+    bar_ax.axvline(0.0, color="black", linewidth=0.8)
+    bar_ax.set_title("Net Sharpe ratio (95% bootstrap interval)", fontsize=10)
+    bar_ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _horizon(result: BacktestResult) -> int:
     if result.config.horizon is not None:
         return int(result.config.horizon)
@@ -319,6 +359,7 @@ def render_plots(result: BacktestResult) -> dict[str, bytes]:
         "regime_bars": plot_regime_bars,
         "calibration_coverage": plot_calibration_coverage,
         "ensemble_weights": plot_ensemble_weights,
+        "construction_comparison": plot_construction_comparison,
     }
     return {name: makers[name](result) for name in PLOTS}
 
@@ -340,7 +381,7 @@ PERCENT = {
     "psr",
     "deflated_sharpe",
 }
-INTEGER = {"n", "n_days", "n_dates", "horizon", "fold"}
+INTEGER = {"n", "n_days", "n_dates", "horizon", "fold", "rebalances", "fallbacks"}
 
 
 def _cell(column: str, value: Any) -> str:
@@ -403,6 +444,20 @@ PERFORMANCE_COLUMNS = [
     "psr",
     "deflated_sharpe",
 ]
+CONSTRUCTION_COLUMNS = [
+    "strategy",
+    "annual_return",
+    "annual_volatility",
+    "sharpe",
+    "sharpe_lo",
+    "sharpe_hi",
+    "gross_sharpe",
+    "max_drawdown",
+    "turnover",
+    "rebalances",
+    "fallbacks",
+    "deflated_sharpe",
+]
 FORECAST_COLUMNS = [
     "model",
     "horizon",
@@ -452,6 +507,17 @@ def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
             "probability the true Sharpe exceeds 0, deflated_sharpe = PSR against the best "
             "Sharpe expected from all strategies tried by luck alone.",
             perf[[c for c in PERFORMANCE_COLUMNS if c in perf.columns]],
+        ),
+        (
+            "Construction comparison",
+            "Each construction method (target weights from the ensemble's forecasts and the "
+            "risk model, rebalanced on its dates and drifting in between) beside the daily "
+            "top-k book and the baselines of the same kind, net of costs; turnover is the "
+            "mean daily traded fraction, fallbacks the rebalances where the method fell back "
+            "to equal weights, deflated_sharpe deflated across these strategies.",
+            result.constructions[
+                [c for c in CONSTRUCTION_COLUMNS if c in result.constructions.columns]
+            ],
         ),
         (
             "Forecast skill",
@@ -531,6 +597,7 @@ PLOT_TITLES = {
     "regime_bars": "Performance by regime",
     "calibration_coverage": "Calibration and coverage",
     "ensemble_weights": "Ensemble weights over time",
+    "construction_comparison": "Construction methods compared",
 }
 
 
@@ -621,6 +688,7 @@ def write_report(
             k: _jsonable(tables[k])
             for k in (
                 "performance",
+                "constructions",
                 "forecast",
                 "by_regime",
                 "stress",

@@ -7,6 +7,8 @@ signal of d - lag - 1.
 
 Weights. The targets are `finpipe.portfolio.construction.top_k_weights` of each date's
 signal; a date without any prediction keeps the previous target weights.
+`simulate_rebalanced` instead trades only on the dates it is given targets for (a
+construction method's rebalance dates) and lets the weights drift in between.
 
 Turnover and costs. Between trades the weights drift with prices; turnover at the close of d
 is sum_i |w_target_i - w_drifted_i| (traded notional over capital, both sides counted), and
@@ -122,6 +124,39 @@ def simulate_portfolio(
     held = targets.shift(execution_lag + 1).iloc[execution_lag + 1 :]
     if held.empty:
         raise ValueError("the returns calendar ends before the first position is held")
+    return _simulate(held, returns, cost_bps)
+
+
+def simulate_rebalanced(
+    targets: pd.DataFrame,
+    returns: pd.DataFrame,
+    last_signal: object,
+    cost_bps: float = 5.0,
+    execution_lag: int = 1,
+) -> PortfolioResult:
+    """Simulate target weights set at rebalance dates (`targets`: dates x tickers, from the
+    signal of each date) and held, drifting with prices, until the next; the last ones are
+    held until the date earned by `last_signal` (+ lag + 1), clipped to the calendar."""
+    if execution_lag < 0:
+        raise ValueError(f"execution_lag must be >= 0, got {execution_lag}")
+    calendar = returns.index
+    targets = targets.reindex(columns=returns.columns).fillna(0.0).sort_index()
+    starts = calendar.get_indexer(targets.index) + execution_lag + 1
+    if (starts <= execution_lag).any():
+        raise ValueError("every rebalance date must be a date of the returns calendar")
+    last = min(calendar.get_loc(pd.Timestamp(last_signal)) + execution_lag + 1, len(calendar) - 1)
+    positions = np.arange(starts[0], last + 1)
+    if len(positions) == 0:
+        raise ValueError("the returns calendar ends before the first position is held")
+    segment = np.searchsorted(starts, positions, side="right") - 1
+    r = np.nan_to_num(returns.iloc[positions].to_numpy(np.float64))
+    # Growth of each name since its segment began, up to the close before each date.
+    cumulative = pd.DataFrame(1.0 + r).groupby(segment).cumprod()
+    growth = cumulative.groupby(segment).shift(1).fillna(1.0).to_numpy()
+    start_weights = targets.to_numpy(np.float64)[segment]
+    value = start_weights * growth
+    held = value / (1.0 + (start_weights * (growth - 1.0)).sum(axis=1))[:, None]
+    held = pd.DataFrame(held, index=calendar[positions], columns=returns.columns)
     return _simulate(held, returns, cost_bps)
 
 

@@ -10,10 +10,12 @@ from finpipe.defs.assets.features import FEATURE_ASSETS
 from finpipe.defs.assets.ingest import INGEST_ASSETS
 from finpipe.defs.assets.models import MODEL_ASSETS, serving_ensemble
 from finpipe.defs.assets.monitoring import MONITORING_ASSETS
+from finpipe.defs.assets.portfolio import PORTFOLIO_ASSETS
 from finpipe.defs.assets.predictions import PREDICTION_ASSETS
 from finpipe.defs.assets.research import research_decisions, tuned_params_table
 from finpipe.defs.checks.evaluation import EVALUATION_CHECKS
 from finpipe.defs.checks.features import FEATURE_CHECKS
+from finpipe.defs.checks.portfolio import PORTFOLIO_CHECKS
 from finpipe.defs.checks.predictions import PREDICTION_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
 from finpipe.defs.console import finpipe_console
@@ -24,6 +26,7 @@ from finpipe.defs.resources import (
     FredCredentials,
     MarketDataResource,
     MonitoringSettings,
+    PortfolioSettings,
     RegistryResource,
     ResearchSettings,
     StorageResource,
@@ -43,8 +46,15 @@ ASSETS = [
     *MONITORING_ASSETS,
     *PREDICTION_ASSETS,
     *EVALUATION_ASSETS,
+    *PORTFOLIO_ASSETS,
 ]
-CHECKS = [*INGEST_CHECKS, *FEATURE_CHECKS, *PREDICTION_CHECKS, *EVALUATION_CHECKS]
+CHECKS = [
+    *INGEST_CHECKS,
+    *FEATURE_CHECKS,
+    *PREDICTION_CHECKS,
+    *EVALUATION_CHECKS,
+    *PORTFOLIO_CHECKS,
+]
 
 
 def fred_credentials() -> FredCredentials:
@@ -91,6 +101,7 @@ def build_defs(resources: dict[str, Any] | None = None) -> dg.Definitions:
         "evaluation": EvaluationSettings(),
         "monitoring": MonitoringSettings(),
         "registry": RegistryResource(),
+        "portfolio": PortfolioSettings(),
     }
     return dg.Definitions(
         assets=ASSETS,

@@ -1,6 +1,7 @@
 """Serving through Dagster on a synthetic panel: the time plan, models trained through the
 newest known labels and registered in MLflow, the replay, the served predictions and their
-checks; new trading days arriving (daily refresh, retrain, rollback); the leak gate."""
+checks, the portfolios they lead to; new trading days arriving (daily refresh, retrain,
+rollback); the leak gate."""
 
 import json
 
@@ -9,7 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finpipe.core.contracts import PREDICTIONS
+from finpipe.core.contracts import (
+    ORDERS,
+    PREDICTIONS,
+    RISK_CONTRIBUTIONS,
+    RISK_REPORT,
+    STRESS,
+    TARGET_WEIGHTS,
+    VAR_BACKTEST,
+    schema_violations,
+)
 from finpipe.core.storage import ParquetStore
 from finpipe.definitions import build_defs
 from finpipe.defs.assets.evaluation import fold_families
@@ -18,6 +28,7 @@ from finpipe.defs.resources import (
     EvaluationSettings,
     ForecastSettings,
     MarketDataResource,
+    PortfolioSettings,
     RegistryResource,
     ResearchSettings,
     StorageResource,
@@ -25,6 +36,7 @@ from finpipe.defs.resources import (
 )
 from finpipe.models.registry import list_models
 from finpipe.models.versions import CHAMPION, load_version
+from finpipe.portfolio.construction import METHODS
 
 FAMILIES = ["ridge", "hist_gbm", "lstm"]
 TINY = {
@@ -275,3 +287,96 @@ def test_explicit_settings_win_over_tuned_ones_with_provenance(served, instance)
     sources = metadata(pinned, "model_ridge")["param_sources"]
     assert sources["alpha"] == "config" and sources["target"] == "research"
     assert set(sources.values()) <= {"config", "tuned", "research", "default"}
+
+
+PORTFOLIO_TABLES = {
+    "target_weights": TARGET_WEIGHTS,
+    "risk_report": RISK_REPORT,
+    "risk_contributions": RISK_CONTRIBUTIONS,
+    "stress": STRESS,
+    "orders": ORDERS,
+    "var_backtest": VAR_BACKTEST,
+}
+
+
+def test_portfolios_from_the_served_forecasts(served):
+    root, full = served["root"], served["full"]
+    folder = root / "portfolio"
+    tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in PORTFOLIO_TABLES}
+    for name, contract in PORTFOLIO_TABLES.items():
+        assert schema_violations(tables[name], contract) == [], name
+    weights, latest = (
+        tables["target_weights"],
+        pd.read_parquet(root / "predictions" / "latest.parquet"),
+    )
+    assert set(weights["method"]) == set(METHODS)
+    assert (weights["date"] == latest["date"].max()).all()
+    np.testing.assert_allclose(weights.groupby("method")["weight"].sum(), 1.0, atol=1e-6)
+    assert weights["weight"].between(-1e-9, 0.25 + 1e-9).all()
+    ensemble = latest[(latest["model"] == "ensemble") & (latest["horizon"] == 20)]
+    assert set(weights["model_version"]) == set(ensemble["model_version"])
+    merged = weights.merge(ensemble, on="ticker")
+    np.testing.assert_allclose(merged["expected_return"], merged["prediction"])
+
+    report = tables["risk_report"]
+    assert set(report["model"]) == {"historical", "gaussian", "garch"}
+    assert report.groupby("method").size().eq(3 * 2 * 2 * 2).all()
+    assert (report["value"] > 0).all()
+    var = report[report["measure"] == "var"].set_index(["method", "model", "horizon_days", "level"])
+    cvar = report[report["measure"] == "cvar"].set_index(var.index.names)
+    assert (cvar["value"] >= var["value"].reindex(cvar.index) - 1e-12).all()
+    contributions = tables["risk_contributions"].groupby("method")["contribution"].sum()
+    np.testing.assert_allclose(contributions, 1.0)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary) == set(METHODS)
+    assert all(np.isfinite(s["beta"]) and s["n_names"] >= 4 for s in summary.values())
+    # From cash: every order buys, and the book spends at most the capital.
+    orders = tables["orders"]
+    assert (orders["side"] == "BUY").all()
+    assert (orders.groupby("method")["notional"].sum() <= 1_000_000.0).all()
+    backtest = tables["var_backtest"]
+    assert len(backtest) == len(METHODS) * 3 * 2 and (backtest["n"] > 100).all()
+
+    checks = {c.check_name: c.passed for c in full.get_asset_check_evaluations()}
+    assert checks["weights_within_constraints"] and checks["orders_reach_targets"]
+    meta = metadata(full, "target_weights")
+    assert meta["weights_plot"].startswith("![target weights](data:image/png;base64,")
+    assert "dagster/column_schema" in meta and meta["weights"].startswith("| ticker")
+    risk = metadata(full, "portfolio_risk")
+    assert risk["risk_plot"].startswith("![VaR and CVaR](data:image/png;base64,")
+    assert set(risk["beta"]) == set(METHODS)
+    replay = metadata(full, "portfolio_replay")
+    assert replay["rebalances"] >= 4 and "kupiec_lr" in replay["var_backtest"]
+    html = (root / "reports" / "backtest" / "report.html").read_text()
+    assert "Construction comparison" in html and "construction/hrp" in html
+
+
+def test_targets_from_holdings_respect_the_turnover_cap(served, tmp_path):
+    root = served["root"]
+    latest = pd.read_parquet(root / "predictions" / "latest.parquet")
+    tickers = sorted(latest["ticker"].unique())
+    holdings = tmp_path / "holdings.parquet"
+    pd.DataFrame(
+        {"ticker": [tickers[0], tickers[1], "CASH"], "shares": [100.0, 50.0, 1e4]}
+    ).to_parquet(holdings)
+    settings = PortfolioSettings(
+        methods=["top_k", "hrp"], holdings_path=str(holdings), max_turnover=0.5
+    )
+    defs = definitions(root, 700, portfolio=settings)
+    result = defs.resolve_job_def("portfolio").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey("target_weights"), dg.AssetKey("rebalance_orders")],
+    )
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    weights = pd.read_parquet(root / "portfolio" / "target_weights.parquet")
+    orders = pd.read_parquet(root / "portfolio" / "orders.parquet")
+    prices = pd.concat(pd.read_parquet(p) for p in (root / "raw" / "prices").glob("*.parquet"))
+    last = prices[prices["date"] == prices["date"].max()].set_index("ticker")["adj_close"]
+    value = 100 * last[tickers[0]] + 50 * last[tickers[1]] + 1e4
+    current = pd.Series({tickers[0]: 100 * last[tickers[0]], tickers[1]: 50 * last[tickers[1]]})
+    for method, part in weights.groupby("method"):
+        moved = part.set_index("ticker")["weight"].sub(current / value, fill_value=0.0)
+        assert moved.abs().sum() <= 0.5 + 1e-6, method
+    held = orders[orders["ticker"] == tickers[0]]
+    assert (held["current_shares"] == 100).all()

@@ -10,6 +10,7 @@ exactly.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -174,6 +175,108 @@ PREDICTION_HISTORY = Contract(
     optional={},
     exact=True,
     value_rules=prediction_value_problems,
+)
+
+
+def portfolio_value_problems(frame: pd.DataFrame, key: tuple[str, ...]) -> list[str]:
+    """Value rules of the portfolio tables: key columns present, no duplicate keys, and
+    finite weights and values where the table has them."""
+    problems = [
+        f"{int(frame[c].isna().sum())} rows with a missing {c}"
+        for c in key
+        if frame[c].isna().any()
+    ]
+    for col in ("weight", "value", "loss", "trade_shares", "notional"):
+        if col in frame and not np.isfinite(frame[col].to_numpy(np.float64)).all():
+            problems.append(f"{col} must be finite")
+    duplicated = frame.duplicated(list(key))
+    if duplicated.any():
+        problems.append(f"{int(duplicated.sum())} duplicate {key} rows")
+    return problems
+
+
+def _portfolio(name: str, key: tuple[str, ...], required: dict[str, str]) -> Contract:
+    rules = functools.partial(portfolio_value_problems, key=key)
+    return Contract(name, key, required, {}, exact=True, value_rules=rules)
+
+
+# The portfolio stage's tables (under `portfolio/`), which other applications read.
+# Target weights per prediction date, method and ticker: signed weights of capital, the
+# ensemble's expected return at the portfolio horizon (NaN for a held name without one)
+# and the ensemble version the weights came from.
+TARGET_WEIGHTS = _portfolio(
+    "target_weights",
+    ("date", "method", "ticker"),
+    {
+        "date": DATE,
+        "method": STR,
+        "ticker": STR,
+        "weight": FLOAT,
+        "expected_return": FLOAT,
+        "model_version": STR,
+    },
+)
+# VaR and CVaR of each method's target: positive loss fractions of capital.
+RISK_REPORT = _portfolio(
+    "risk_report",
+    ("method", "measure", "model", "horizon_days", "level"),
+    {
+        "method": STR,
+        "measure": STR,
+        "model": STR,
+        "horizon_days": INT,
+        "level": FLOAT,
+        "value": FLOAT,
+    },
+)
+# Each name's share of its portfolio's volatility (Euler contributions; they sum to 1).
+RISK_CONTRIBUTIONS = _portfolio(
+    "risk_contributions",
+    ("method", "ticker"),
+    {"method": STR, "ticker": STR, "weight": FLOAT, "contribution": FLOAT},
+)
+# The loss of holding each target through the named stress windows.
+STRESS = _portfolio(
+    "stress",
+    ("method", "window"),
+    {"method": STR, "window": STR, "start": DATE, "end": DATE, "loss": FLOAT},
+)
+# Kupiec's test of the 1-day VaRs stated along the construction replay.
+VAR_BACKTEST = _portfolio(
+    "var_backtest",
+    ("method", "model", "level"),
+    {
+        "method": STR,
+        "model": STR,
+        "level": FLOAT,
+        "n": INT,
+        "breaches": INT,
+        "expected": FLOAT,
+        "kupiec_lr": FLOAT,
+        "p_value": FLOAT,
+    },
+)
+# The trades from current holdings to each method's target; nothing is sent anywhere.
+ORDERS = _portfolio(
+    "orders",
+    ("method", "ticker"),
+    {
+        "method": STR,
+        "ticker": STR,
+        "current_shares": FLOAT,
+        "target_shares": FLOAT,
+        "trade_shares": FLOAT,
+        "price": FLOAT,
+        "notional": FLOAT,
+        "side": STR,
+        "estimated_cost": FLOAT,
+    },
+)
+# The construction methods' targets at each rebalance date of the backtest's replay.
+CONSTRUCTION_REPLAY = _portfolio(
+    "construction_replay",
+    ("date", "method", "ticker"),
+    {"date": DATE, "method": STR, "ticker": STR, "weight": FLOAT},
 )
 
 

@@ -29,6 +29,8 @@ SHOWN = (
     "rows",
     "strategies",
     "served",
+    "horizon",
+    "rebalances",
 )
 
 

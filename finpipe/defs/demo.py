@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(report):
         print(f"Backtest report: {report}")
     print(f"Predictions: {os.path.join(root, 'predictions', 'latest.parquet')}")
+    portfolio = os.path.join(root, "portfolio")
+    if os.path.exists(portfolio):
+        print(f"Portfolios (target weights, risk report, orders): {portfolio}")
     home = os.environ.get("DAGSTER_HOME", "<a folder of yours>")
     print(f"Data is under {root}. Browse the runs in the UI with:")
     print(f"  DAGSTER_HOME={home} .venv/bin/dagster dev -m finpipe.definitions")

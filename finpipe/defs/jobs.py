@@ -7,6 +7,9 @@ from finpipe.defs.console import CONSOLE_CONFIG
 HISTORY = dg.AssetSelection.assets("prediction_history")
 PREDICTIONS = dg.AssetSelection.assets("predictions")
 REPLAY = dg.AssetSelection.assets("walk_forward_predictions")
+CONSTRUCTION_REPLAY = dg.AssetSelection.assets("portfolio_replay")
+# The served portfolio: targets, their risk and the orders (not the replay of the methods).
+TARGETS = dg.AssetSelection.groups("portfolio") - CONSTRUCTION_REPLAY
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -47,25 +50,33 @@ predict_job = dg.define_asset_job(
 evaluate_job = dg.define_asset_job(
     "evaluate",
     config=CONSOLE_CONFIG,
-    selection=dg.AssetSelection.groups("evaluation"),
+    selection=dg.AssetSelection.groups("evaluation") | CONSTRUCTION_REPLAY,
     description="The walk-forward replay of the served procedure (one step per fold, stored "
-    "folds reused) and the backtest report.",
+    "folds reused), the construction methods replayed on it, and the backtest report.",
+)
+
+portfolio_job = dg.define_asset_job(
+    "portfolio",
+    selection=dg.AssetSelection.groups("portfolio"),
+    description="Target weights per construction method, their risk, the orders, and the "
+    "methods replayed over the test period with the VaR backtest.",
 )
 
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh",
     config=CONSOLE_CONFIG,
-    selection=dg.AssetSelection.groups("ingest", "features", "monitoring") | PREDICTIONS,
-    description="After the close: new data, features, the drift report and predictions for "
-    "the newest date; no retraining.",
+    selection=dg.AssetSelection.groups("ingest", "features", "monitoring") | PREDICTIONS | TARGETS,
+    description="After the close: new data, features, the drift report, predictions for the "
+    "newest date and the portfolios they lead to (targets, risk, orders); no retraining.",
 )
 
 retrain_job = dg.define_asset_job(
     "retrain",
     config=CONSOLE_CONFIG,
-    selection=dg.AssetSelection.groups("models") | REPLAY | PREDICTIONS,
+    selection=dg.AssetSelection.groups("models", "portfolio") | REPLAY | PREDICTIONS,
     description="Bring the replay up to date, retrain every served family through the newest "
-    "known labels, refit the serving ensemble, and predict.",
+    "known labels, refit the serving ensemble, predict, and rebuild the portfolios and the "
+    "construction replay.",
 )
 
 full_job = dg.define_asset_job(
@@ -90,6 +101,7 @@ JOBS = [
     tune_job,
     predict_job,
     evaluate_job,
+    portfolio_job,
     daily_refresh_job,
     retrain_job,
     full_job,

@@ -32,6 +32,9 @@ from finpipe.models.panel_data import PANEL_META, PanelData, load_panel, save_pa
 from finpipe.models.registry import is_pytorch_family, list_models, model_class
 from finpipe.models.versions import ModelRegistry
 from finpipe.monitoring.drift import DriftThresholds
+from finpipe.portfolio.construction import METHODS, Constraints, ConstructionSettings
+from finpipe.portfolio.risk_model import RiskModelConfig
+from finpipe.portfolio.targets import PortfolioSpec
 
 # yfinance and fredapi are imported only when the live source is chosen: slow imports.
 DEFAULT_UNIVERSE = "sp500_20"
@@ -366,6 +369,62 @@ class EvaluationSettings(Settings):
     @classmethod
     def _plots(cls, value: list[str]) -> list[str]:
         return known_names(value, PLOTS, "plots")
+
+
+class PortfolioSettings(dg.ConfigurableResource):
+    """Target portfolios, their risk, the orders, and the construction replay.
+
+    `methods` (some of top_k, hrp, mean_variance, risk_parity, min_cvar) each get target
+    weights from the ensemble's forecast at `horizon` (0: the longest), times its confidence
+    when `shrink_by_confidence`, or from the multi-factor score when `factor_weights` names
+    factors (forecast, momentum, low_risk, value, quality). Constraints: `long_only`, `gross`
+    and `net` exposure, `max_weight` per name, `max_turnover` against current holdings (0:
+    none). `top_k` sizes the top-k book, `select` the names hrp, risk_parity and min_cvar
+    size, at `cvar_level`. The risk model is Ledoit-Wolf on the last `lookback` dates (names
+    with `min_observations` returns), GARCH-filtered when `garch`. Orders go from the
+    holdings in `holdings_path` (Parquet or CSV, `ticker, shares`; empty: `capital` in cash)
+    at `cost_bps`, in whole shares unless `whole_shares` is off. The backtest replays
+    `replay_methods` every `rebalance_every` trading dates of the test period.
+    """
+
+    methods: list[str] = list(METHODS)
+    horizon: int = 0
+    shrink_by_confidence: bool = True
+    factor_weights: dict[str, float] = {}
+    long_only: bool = True
+    gross: float = 1.0
+    net: float = 1.0
+    max_weight: float = 0.25
+    max_turnover: float = 0.0
+    top_k: float = 0.2
+    select: float = 0.5
+    cvar_level: float = 0.95
+    lookback: int = 252
+    min_observations: int = 126
+    garch: bool = False
+    holdings_path: str = ""
+    capital: float = 1_000_000.0
+    cost_bps: float = 5.0
+    whole_shares: bool = True
+    replay_methods: list[str] = list(METHODS)
+    rebalance_every: int = 63
+
+    def spec(self, horizons: list[int] | tuple[int, ...], replay: bool = False) -> PortfolioSpec:
+        """The domain's settings; `horizons` are the forecast horizons there are."""
+        horizon = self.horizon or max(horizons)
+        if horizon not in horizons:
+            raise ValueError(f"portfolio.horizon {horizon} is not a forecast horizon {horizons}")
+        return PortfolioSpec(
+            methods=tuple(self.replay_methods if replay else self.methods),
+            constraints=Constraints(
+                self.long_only, self.gross, self.net, self.max_weight, self.max_turnover
+            ),
+            settings=ConstructionSettings(self.top_k, self.select, self.cvar_level),
+            risk=RiskModelConfig(self.lookback, self.min_observations, self.garch),
+            horizon=horizon,
+            shrink_by_confidence=self.shrink_by_confidence,
+            factor_weights=dict(self.factor_weights) or None,
+        )
 
 
 def dataclass_fields(kind: type, types: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:

@@ -228,9 +228,16 @@ def walk_forward_predictions(plan_ready, panel_ready, labels_ready, prices_ready
 
 @dg.asset(
     group_name=GROUP,
-    deps=[walk_forward_predictions, labels, raw_prices, benchmark_prices, time_plan],
+    deps=[
+        walk_forward_predictions,
+        labels,
+        raw_prices,
+        benchmark_prices,
+        time_plan,
+        dg.AssetKey("portfolio_replay"),  # the construction methods replayed (group portfolio)
+    ],
     kinds={"html"},
-    code_version="2",
+    code_version="3",
 )
 def backtest_report(
     context: dg.AssetExecutionContext,
@@ -240,8 +247,8 @@ def backtest_report(
     market_data: MarketDataResource,
 ) -> dg.MaterializeResult:
     """The replay's test period beside the baselines, net of costs, by regime, with
-    uncertainty and interval coverage per year: an HTML report, a Markdown summary, PNG
-    plots and metric tables (JSON and Parquet)."""
+    uncertainty and interval coverage per year, and the construction methods compared: an
+    HTML report, a Markdown summary, PNG plots and metric tables (JSON and Parquet)."""
     store = storage.store()
     plan = storage.read_plan()
     rows = read_replay(storage)
@@ -263,6 +270,8 @@ def backtest_report(
         config=config,
         folds=store.read("evaluation", "replay_folds"),
         procedure=procedure_text(plan, sorted(training.families)),
+        constructions=store.read("portfolio", "replay_weights"),
+        construction_fallbacks=store.read("portfolio", "replay_fallbacks"),
     )
     plots = render_plots(result)
     if "://" in storage.root:
@@ -283,6 +292,11 @@ def backtest_report(
             "summary": dg.MetadataValue.md(summary),
             "report": dg.MetadataValue.path(str(report)),
             "strategies": dg.MetadataValue.int(len(result.performance)),
+            "constructions": md_table(
+                result.constructions[["strategy", "sharpe", "sharpe_lo", "sharpe_hi", "turnover"]]
+            )
+            if len(result.constructions)
+            else dg.MetadataValue.text("no construction replay stored"),
             "ensemble_rank_ic": md_table(
                 ensemble[["horizon", "rank_ic", "rank_ic_t", "directional_accuracy"]]
             ),

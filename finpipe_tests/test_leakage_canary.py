@@ -4,9 +4,11 @@ intervals from earlier folds, portfolio, metrics) scores like a coin on random w
 finds a planted signal.
 
 Zero strength: ensemble rank IC, directional accuracy (against the accuracy of a call
-independent of the outcome with the same up-shares) and the gross long-short Sharpe ratio
-are all within 3 standard errors of chance. A leak of the future into features, training
-labels or portfolio timing shows up here as skill that cannot exist.
+independent of the outcome with the same up-shares), the gross long-short Sharpe ratio, and
+the Sharpe ratio of every construction method's long-only portfolio (risk model, optimiser
+and rebalancing on the replay's forecasts) are all within 3 standard errors of chance. A
+leak of the future into features, training labels, the risk model or portfolio timing shows
+up here as skill that cannot exist.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from finpipe.core.metrics import daily_rank_ic, mean_stderr
+from finpipe.core.prices import daily_returns
 from finpipe.core.time_plan import PlanSettings, build_time_plan
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
 from finpipe.evaluation.backtest import BacktestConfig, BacktestResult, run_backtest
@@ -27,6 +30,8 @@ from finpipe.features.labels import forward_returns
 from finpipe.forecasting.uncertainty import recent_volatility
 from finpipe.models.panel_data import NO_LABEL_END, PanelData
 from finpipe.models.trainer import window_views
+from finpipe.portfolio.construction import METHODS
+from finpipe.portfolio.targets import PortfolioSpec, replay_targets
 
 FAMILIES = {
     "ridge": {},
@@ -94,28 +99,46 @@ def _replay(
 
 
 def _pipeline(
-    signal_strength: float, seed: int, families: dict = FAMILIES, columns: list[str] = FEATURES
+    signal_strength: float,
+    seed: int,
+    families: dict = FAMILIES,
+    columns: list[str] = FEATURES,
+    constructions: bool = False,
 ) -> BacktestResult:
     rows, fits, labels, prices, plan = _replay(signal_strength, seed, families, columns)
     # The test period is scored on the whole served procedure: stacked and calibrated.
     tested = [fit for fit in fits if fit.window.as_of >= plan.test_start]
     assert tested and all(fit.stack is not None and fit.conformal is not None for fit in tested)
+    oos = rows[rows["date"] >= plan.test_start]
+    replayed = None
+    if constructions:
+        # Every construction method, long-only, on the 5-day ensemble forecast, monthly.
+        ensemble = oos[(oos["model"] == "ensemble") & (oos["horizon"] == 5)]
+        dates = pd.DatetimeIndex(sorted(ensemble["date"].unique()))[::21]
+        with threadpool_limits(1):
+            replayed = replay_targets(
+                PortfolioSpec(horizon=5), ensemble, daily_returns(prices), dates
+            )
     return run_backtest(
-        rows[rows["date"] >= plan.test_start],
+        oos,
         labels,
         prices,
         weights=ensemble_weights(fits),
         config=BacktestConfig(n_boot=100, kinds=("long_short",)),
+        constructions=None if replayed is None else replayed.weights,
+        construction_fallbacks=None if replayed is None else replayed.fallbacks,
     )
+
+
+def _sharpe_z(row: pd.Series) -> float:
+    sharpe, n = row["gross_sharpe"], row["n_days"]
+    # Standard error of an annualised Sharpe ratio: sqrt((1 + SR_daily^2 / 2) / n) sqrt(252).
+    return float(sharpe / np.sqrt((1.0 + sharpe**2 / (2 * 252)) / n * 252))
 
 
 def _z_scores(result: BacktestResult) -> dict[str, float]:
     forecast = result.forecast[result.forecast["model"] == "ensemble"].set_index("horizon")
-    perf = result.performance.set_index("strategy").loc["ensemble/long_short"]
-    sharpe, n = perf["gross_sharpe"], perf["n_days"]
-    # Standard error of an annualised Sharpe ratio: sqrt((1 + SR_daily^2 / 2) / n) sqrt(252).
-    sharpe_se = np.sqrt((1.0 + sharpe**2 / (2 * 252)) / n * 252)
-    z = {"sharpe": sharpe / sharpe_se}
+    z = {"sharpe": _sharpe_z(result.performance.set_index("strategy").loc["ensemble/long_short"])}
     for h, row in forecast.iterrows():
         z[f"rank_ic_h{h}"] = row["rank_ic"] / row["rank_ic_se"]
         excess = row["directional_accuracy"] - row["chance_accuracy"]
@@ -125,7 +148,7 @@ def _z_scores(result: BacktestResult) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def random_walk_result() -> BacktestResult:
-    return _pipeline(signal_strength=0.0, seed=1)
+    return _pipeline(signal_strength=0.0, seed=1, constructions=True)
 
 
 def _at_chance(result: BacktestResult) -> None:
@@ -143,6 +166,19 @@ def test_random_walk_scores_like_a_coin_with_every_input_option() -> None:
     """Cross-sectional targets, cross-sectional scaling, feature selection and the factor
     members, all in one replay: still a coin."""
     _at_chance(_pipeline(signal_strength=0.0, seed=2, families=OPTIONS, columns=FACTOR_FEATURES))
+
+
+def test_no_construction_method_has_skill_on_random_walks(
+    random_walk_result: BacktestResult,
+) -> None:
+    table = random_walk_result.constructions.set_index("strategy")
+    methods = [f"construction/{m}" for m in METHODS]
+    assert set(methods) <= set(table.index)
+    assert (table.loc[methods, "n_days"] > 500).all()
+    assert (table.loc[methods, "rebalances"] >= 25).all()
+    z = {name: _sharpe_z(table.loc[name]) for name in methods}
+    beyond = {k: round(v, 2) for k, v in z.items() if not abs(v) < 3.0}
+    assert not beyond, f"construction skill on random walks (z-scores beyond 3): {beyond}"
 
 
 def test_random_walk_ensemble_predictions_cover_the_test_period(

@@ -40,7 +40,6 @@ from finpipe.portfolio.risk_model import RiskModel
 
 PortfolioKind = Literal["long_short", "long_only"]
 METHODS = ("top_k", "hrp", "mean_variance", "risk_parity", "min_cvar")
-SELECTION_METHODS = ("hrp", "risk_parity", "min_cvar")
 TOLERANCE = 1e-6  # how far a weight may pass a bound before it counts as broken
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finpipe.core.prices import close_matrix
+
 CASH = "CASH"
 ORDER_COLUMNS = [
     "ticker",
@@ -28,13 +30,18 @@ ORDER_COLUMNS = [
 ]
 
 
+def market_close(prices: pd.DataFrame) -> pd.DataFrame:
+    """Closes as traded, wide (dates x tickers): the plain close, or the adjusted close
+    where the source has no plain close."""
+    plain = "close" in prices and prices["close"].notna().any()
+    return close_matrix(prices if not plain else prices.assign(adj_close=prices["close"]))
+
+
 def trade_prices(prices: pd.DataFrame, as_of: object) -> pd.Series:
     """The price each name trades at as of a date, by ticker: its last close on or before
-    it (the adjusted close where the source has no plain close)."""
-    known = prices[prices["date"] <= pd.Timestamp(as_of)].sort_values("date")
-    column = "close" if "close" in known and known["close"].notna().any() else "adj_close"
-    last = known.dropna(subset=[column]).groupby("ticker")[column].last()
-    return last.astype(np.float64)
+    it (`market_close`)."""
+    close = market_close(prices).loc[: pd.Timestamp(as_of)]
+    return close.ffill().iloc[-1].dropna()
 
 
 def read_holdings(path: str) -> pd.DataFrame:

@@ -85,8 +85,8 @@ def build_targets(
     """Every method's target at `as_of` (see the module rules). `forecasts`: the date's
     ensemble rows at the horizon, indexed by ticker, with `prediction` and `confidence`;
     `returns`: wide daily simple returns; `volatility`: GARCH forecasts (wide) for the
-    filtered model; `current`: current weights by ticker, or by method (None: cash); `features`,
-    `fundamentals`, `close` (wide adjusted closes): factor inputs."""
+    filtered model; `current`: current weights by ticker, or by method (None: cash);
+    `features`, `fundamentals`, `close` (wide closes as traded): factor inputs."""
     as_of = pd.Timestamp(as_of)
     returns = returns.loc[:as_of]
     plain = estimate_risk_model(returns, as_of, dataclasses.replace(spec.risk, garch=False))

@@ -36,7 +36,7 @@ from finpipe.evaluation.backtest import construction_var_backtest
 from finpipe.evaluation.regimes import STRESS_WINDOWS
 from finpipe.features.garch import fit_garch
 from finpipe.forecasting.predictions import read_predictions
-from finpipe.portfolio.orders import current_weights, read_holdings, trade_prices
+from finpipe.portfolio.orders import current_weights, market_close, read_holdings, trade_prices
 from finpipe.portfolio.orders import rebalance_orders as orders_to_target
 from finpipe.portfolio.plots import risk_png, weights_png
 from finpipe.portfolio.risk import beta, risk_contributions, stress_losses, var_table
@@ -111,7 +111,7 @@ def target_weights(
         current,
         feature_table,
         fundamentals,
-        close_matrix(prices),
+        market_close(prices),
     )
     expected = rows.set_index("ticker")["prediction"]
     version = ",".join(sorted(rows["model_version"].unique()))
@@ -347,7 +347,7 @@ def portfolio_replay(
         volatility,
         feature_table,
         fundamentals,
-        close_matrix(prices),
+        market_close(prices),
     )
     lag = plan.settings.execution_lag
     backtest = construction_var_backtest(

@@ -11,6 +11,7 @@ Layout under `root`:
     mlflow/                              (the local MLflow store: mlflow.db, artifacts/)
     predictions/latest.parquet           predictions/history/date=YYYY-MM-DD.parquet
     evaluation/folds/<fold>.parquet      evaluation/replay.parquet (the walk-forward replay)
+    portfolio/<table>.parquet            portfolio/summary.json (targets, risk, orders, replay)
 
 Every write goes to a temporary file beside its target and is then renamed over it, so a
 crash mid-write leaves the previous version intact: `atomic_write_bytes` for files and

@@ -172,3 +172,68 @@ def test_random_signal_is_fixed_per_date_and_ticker() -> None:
     values = full.to_numpy().ravel()
     assert abs(values.mean()) < 0.03 and abs(values.std() - 1) < 0.03
     assert not np.allclose(random_signal(close, seed=4), full)
+
+
+def _random_case(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2021-01-01", periods=40)
+    names = [f"T{i}" for i in range(7)]
+    returns = pd.DataFrame(rng.normal(0, 0.02, (40, 7)), index=dates, columns=names)
+    signal = pd.DataFrame(rng.normal(size=(25, 7)), index=dates[5:30], columns=names)
+    preds = signal.stack().rename("prediction").rename_axis(["date", "ticker"]).reset_index()
+    return preds, returns
+
+
+def test_tranches_hold_the_average_of_the_last_h_daily_books() -> None:
+    preds, returns = _random_case(3)
+    kwargs = {"k": 2, "kind": "long_only", "cost_bps": 5, "execution_lag": 1, "horizon": 3}
+    daily = simulate_portfolio(preds, returns, **kwargs)
+    tranches = simulate_portfolio(preds, returns, schedule="tranches", **kwargs)
+    want = daily.weights.rolling(3, min_periods=1).mean()
+    pd.testing.assert_frame_equal(tranches.weights, want)
+    # renewing a third of the book a day trades less than renewing all of it
+    assert tranches.turnover.sum() < daily.turnover.sum()
+
+
+def test_rebalancing_every_h_dates_trades_only_then_and_drifts_between() -> None:
+    preds, returns = _random_case(4)
+    kwargs = {"k": 2, "kind": "long_short", "cost_bps": 5, "execution_lag": 1, "horizon": 5}
+    daily = simulate_portfolio(preds, returns, **kwargs)
+    every = simulate_portfolio(preds, returns, schedule="every_h", **kwargs)
+    traded = every.turnover[every.turnover > 0].index
+    calendar = returns.index
+    signal_dates = pd.DatetimeIndex(sorted(preds["date"].unique()))[::5]
+    # a trade at the close of each rebalance signal's date + lag, and nowhere else
+    expected = calendar[calendar.get_indexer(signal_dates) + 1]
+    assert set(traded) <= set(expected) and len(traded) >= len(expected) - 1
+    for date in signal_dates:
+        held_from = calendar[calendar.get_loc(date) + 2]
+        np.testing.assert_allclose(every.weights.loc[held_from], daily.weights.loc[held_from])
+
+
+def _band_reference(targets: pd.DataFrame, returns: pd.DataFrame, band: float) -> pd.DataFrame:
+    """Per-date, per-name loop: trade a name to target only when it is off by more than band."""
+    current = dict.fromkeys(targets.columns, 0.0)
+    rows = {}
+    for day, target in targets.iterrows():
+        for name in targets.columns:
+            if abs(target[name] - current[name]) > band:
+                current[name] = target[name]
+        rows[day] = dict(current)
+        gross = sum(current[n] * returns.at[day, n] for n in targets.columns)
+        current = {n: current[n] * (1 + returns.at[day, n]) / (1 + gross) for n in current}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_a_no_trade_band_trades_only_names_off_by_more_than_the_band() -> None:
+    preds, returns = _random_case(5)
+    kwargs = {"k": 3, "kind": "long_only", "cost_bps": 5, "execution_lag": 1, "horizon": 1}
+    daily = simulate_portfolio(preds, returns, **kwargs)
+    banded = simulate_portfolio(preds, returns, schedule="band", band=0.1, **kwargs)
+    reference = _band_reference(daily.weights, returns, 0.1)
+    np.testing.assert_allclose(banded.weights.to_numpy(), reference.to_numpy(), atol=1e-12)
+    assert banded.turnover.sum() < daily.turnover.sum()
+    zero = simulate_portfolio(preds, returns, schedule="band", band=0.0, **kwargs)
+    np.testing.assert_allclose(zero.returns, daily.returns, atol=1e-12)
+    with pytest.raises(ValueError, match="schedule must be"):
+        simulate_portfolio(preds, returns, schedule="weekly", **kwargs)

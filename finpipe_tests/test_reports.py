@@ -228,3 +228,19 @@ def test_report_screenshot_in_headless_chromium(result: BacktestResult, tmp_path
         capture_output=True,
     )
     assert shot.read_bytes().startswith(PNG_SIGNATURE) and shot.stat().st_size > 50_000
+
+
+def test_every_model_in_the_report_has_a_kind() -> None:
+    from finpipe.evaluation.reports import model_kind
+
+    kinds = {
+        m: model_kind(m)
+        for m in ("ensemble", "lstm", "ridge@challenger", "momentum_factor", "momentum_12_1")
+    }
+    assert kinds == {
+        "ensemble": "ensemble",
+        "lstm": "deep",
+        "ridge@challenger": "tabular",
+        "momentum_factor": "factor",
+        "momentum_12_1": "baseline",
+    }

@@ -26,6 +26,7 @@ import pandas as pd
 from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
 from finpipe.core.metrics import (
     accuracy_ci,
+    annualized_return,
     daily_directional_accuracy,
     daily_ic,
     daily_rank_ic,
@@ -66,7 +67,10 @@ class BacktestConfig:
 
     `horizon`: the prediction horizon the portfolios trade (None: the shortest). `k`: names
     per leg, a count or a fraction of the names that date. `cost_bps`: costs per unit traded.
-    `execution_lag`: dates from signal to trade, as in the labels. `block`: mean block length
+    `execution_lag`: dates from signal to trade, as in the labels. `schedules`: how the
+    ensemble's forecast of each horizon is also traded beside the daily book (every h dates,
+    in h overlapping tranches, within a no-trade `band`; `simulate_portfolio`), named
+    `ensemble/<kind>@<schedule>_h<h>`. `block`: mean block length
     of the stationary bootstrap of Sharpe ratios. `n_trials`: strategies tried in total for
     the deflated Sharpe ratio (None: those in this backtest).
     """
@@ -76,6 +80,8 @@ class BacktestConfig:
     cost_bps: float = 5.0
     execution_lag: int = 1
     kinds: tuple[PortfolioKind, ...] = ("long_short", "long_only")
+    schedules: tuple[str, ...] = ("every_h", "tranches", "band")
+    band: float = 0.02
     n_boot: int = 1000
     block: float = 10.0
     level: float = 0.95
@@ -105,6 +111,7 @@ class BacktestResult:
     weights: pd.DataFrame = field(default_factory=pd.DataFrame)
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)
     procedure: str = ""
+    decisions: pd.DataFrame = field(default_factory=pd.DataFrame)
     constructions: pd.DataFrame = field(default_factory=pd.DataFrame)
     construction_returns: pd.DataFrame = field(default_factory=pd.DataFrame)
 
@@ -129,6 +136,7 @@ class BacktestResult:
             "coverage_by_year": self.coverage_by_year,
             "ensemble_weights": self.weights,
             "replay_folds": self.folds,
+            "research_decisions": self.decisions,
             "constructions": self.constructions,
             "construction_returns": dated(self.construction_returns),
         }
@@ -283,6 +291,23 @@ def _portfolios(
             results[f"{model}/{kind}"] = simulate_portfolio(
                 part, returns, config.k, kind, config.cost_bps, config.execution_lag
             )
+    ensemble = predictions[predictions["model"] == STACKED_ENSEMBLE]
+    for h, part in ensemble.groupby("horizon", sort=True):
+        for schedule in config.schedules:
+            if schedule != "band" and h == 1:
+                continue  # a one-day forecast traded every day is the daily book
+            for kind in config.kinds:
+                results[f"{STACKED_ENSEMBLE}/{kind}@{schedule}_h{h}"] = simulate_portfolio(
+                    part,
+                    returns,
+                    config.k,
+                    kind,
+                    config.cost_bps,
+                    config.execution_lag,
+                    horizon=int(h),
+                    schedule=schedule,
+                    band=config.band,
+                )
     return results
 
 
@@ -297,6 +322,7 @@ def _performance_row(name: str, result: PortfolioResult, config: BacktestConfig)
         "sharpe_lo": lo,
         "sharpe_hi": hi,
         "gross_sharpe": sharpe_ratio(result.gross_returns),
+        "cost_drag": annualized_return(result.gross_returns) - annualized_return(r),
     }
 
 
@@ -389,13 +415,15 @@ def run_backtest(
     procedure: str = "",
     constructions: pd.DataFrame | None = None,
     construction_fallbacks: pd.DataFrame | None = None,
+    decisions: pd.DataFrame | None = None,
 ) -> BacktestResult:
     """Evaluate long predictions (`date, ticker, horizon, model, prediction`, optional
     interval columns) of every model against labels and prices; see the module docstring.
 
     The benchmark (prices contract, one ticker) defines the regimes; without one, the
     equal-weight universe does. `weights` (the ensemble weights per fold), `folds` (the
-    replayed fits) and `procedure` (what was replayed, in words) pass through to the report.
+    replayed fits), `procedure` (what was replayed, in words) and `decisions` (the research
+    decision log) pass through to the report.
     `constructions` (`date, method, ticker, weight`: the construction methods' replayed
     targets) and their fallbacks add the construction comparison.
     """
@@ -486,6 +514,7 @@ def run_backtest(
         weights=weights if weights is not None else pd.DataFrame(),
         folds=folds if folds is not None else pd.DataFrame(),
         procedure=procedure,
+        decisions=decisions if decisions is not None else pd.DataFrame(),
         constructions=comparison,
         construction_returns=comparison_returns,
     )

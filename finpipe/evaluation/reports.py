@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finpipe.core.keys import STACKED_ENSEMBLE
 from finpipe.core.metrics import drawdown_series
 from finpipe.core.storage import atomic_write_bytes, parquet_bytes
 from finpipe.evaluation.backtest import BacktestResult
 from finpipe.evaluation.baselines import BASELINES
 from finpipe.evaluation.regimes import STRESS_WINDOWS
+from finpipe.models.registry import is_pytorch_family, list_models
 
 PLOTS = (
     "equity_curves",
@@ -441,6 +443,7 @@ PERFORMANCE_COLUMNS = [
     "profit_factor",
     "hit_rate",
     "turnover",
+    "cost_drag",
     "psr",
     "deflated_sharpe",
 ]
@@ -460,6 +463,7 @@ CONSTRUCTION_COLUMNS = [
 ]
 FORECAST_COLUMNS = [
     "model",
+    "kind",
     "horizon",
     "rank_ic",
     "rank_ic_t",
@@ -489,11 +493,27 @@ def _regime_pivot(table: pd.DataFrame, series: str, value: str) -> pd.DataFrame:
     return wide[list(dict.fromkeys(part["column"]))].reset_index()
 
 
+def model_kind(model: str) -> str:
+    """What a model in the report is: the stacked ensemble, a deep (PyTorch) or tabular
+    learned family, a factor member, or a naive baseline."""
+    family = model.split("@", 1)[0]
+    if family == STACKED_ENSEMBLE:
+        return "ensemble"
+    if family in BASELINES:
+        return "baseline"
+    if family not in list_models():
+        return "other"
+    if is_pytorch_family(family):
+        return "deep"
+    return "factor" if family.endswith("_factor") else "tabular"
+
+
 def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
     """(title, explanation, table) of every table the report shows."""
     perf = result.performance
     perf = perf.sort_values(["kind", "sharpe"], ascending=[True, False])
-    forecast = result.forecast[[c for c in FORECAST_COLUMNS if c in result.forecast.columns]]
+    forecast = result.forecast.assign(kind=result.forecast["model"].map(model_kind))
+    forecast = forecast[[c for c in FORECAST_COLUMNS if c in forecast.columns]]
     stress = result.stress
     if len(stress):
         stress = stress[stress["series"] == "return"][
@@ -502,8 +522,12 @@ def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
     return [
         (
             "Portfolio performance",
-            "Daily portfolios from the predictions, net of costs; Sharpe with its stationary "
-            "bootstrap interval (sharpe_lo, sharpe_hi), gross_sharpe before costs, PSR = "
+            "Portfolios from the predictions, net of costs: each model's daily top-k book, and "
+            "the ensemble's forecast of each horizon h also traded every h dates (every_h), "
+            "in h overlapping tranches (tranches) and within a no-trade band (band). Sharpe "
+            "with its stationary bootstrap interval (sharpe_lo, sharpe_hi), gross_sharpe "
+            "before costs, turnover the mean daily traded fraction, cost_drag the annual "
+            "return lost to costs, PSR = "
             "probability the true Sharpe exceeds 0, deflated_sharpe = PSR against the best "
             "Sharpe expected from all strategies tried by luck alone.",
             perf[[c for c in PERFORMANCE_COLUMNS if c in perf.columns]],
@@ -523,7 +547,9 @@ def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
             "Forecast skill",
             "Mean daily cross-sectional rank IC and IC with t-stats (Hansen-Hodrick errors "
             "for overlapping labels); directional accuracy with a bootstrap interval beside "
-            "the accuracy a skill-less call with the same up-shares would reach.",
+            "the accuracy a skill-less call with the same up-shares would reach. kind says "
+            "what each model is: deep (PyTorch) and tabular learned families, factor "
+            "members, naive baselines and the stacked ensemble of the members.",
             forecast,
         ),
         (
@@ -560,7 +586,34 @@ def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
             result.procedure or "Walk-forward folds.",
             result.folds,
         ),
+        (
+            "Decisions made on the research period",
+            "Each family's inputs (training target, feature scaling, feature selection), "
+            "compared on the research window only: fit on the first test fit's dates, scored "
+            "by mean validation rank IC over the horizons (score, with its standard error), "
+            "one axis at a time; a variant replaced the default only when it won by more than "
+            "a standard error. The chosen rows are what every fold above and the served "
+            "models used; the test period was scored once, with them. The stacker's "
+            "shrinkage toward equal weights is chosen inside each fit by cross-validation "
+            "on its own history (ensemble_weights.parquet); every portfolio schedule is "
+            "reported, none selected, and the deflated Sharpe counts them all as trials.",
+            _decision_log(result.decisions),
+        ),
     ]
+
+
+def _decision_log(decisions: pd.DataFrame) -> pd.DataFrame:
+    columns = [
+        "family",
+        "step",
+        "target",
+        "feature_scaling",
+        "feature_selection",
+        "score",
+        "score_se",
+        "chosen",
+    ]
+    return decisions[[c for c in columns if c in decisions.columns]]
 
 
 def _coverage_pivot(table: pd.DataFrame) -> pd.DataFrame:

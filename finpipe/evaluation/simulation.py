@@ -6,7 +6,9 @@ t + lag + 1 onwards. The return of date d is therefore earned by the weights cho
 signal of d - lag - 1.
 
 Weights. The targets are `finpipe.portfolio.construction.top_k_weights` of each date's
-signal; a date without any prediction keeps the previous target weights.
+signal; a date without any prediction keeps the previous target weights. A forecast of h
+dates can be traded daily, every h dates, in h overlapping tranches, or within a no-trade
+band (`simulate_portfolio`'s `schedule`).
 `simulate_rebalanced` instead trades only on the dates it is given targets for (a
 construction method's rebalance dates) and lets the weights drift in between.
 
@@ -94,6 +96,9 @@ def _previous(calendar: pd.DatetimeIndex, date: pd.Timestamp) -> pd.Timestamp:
     return calendar[pos - 1]
 
 
+SCHEDULES = ("daily", "every_h", "tranches", "band")
+
+
 def simulate_portfolio(
     predictions: pd.DataFrame,
     returns: pd.DataFrame,
@@ -102,20 +107,38 @@ def simulate_portfolio(
     cost_bps: float = 5.0,
     execution_lag: int = 1,
     horizon: int | None = None,
+    schedule: str = "daily",
+    band: float = 0.02,
 ) -> PortfolioResult:
-    """Simulate the daily top-k (minus bottom-k) portfolio of one model's predictions.
+    """Simulate the top-k (minus bottom-k) portfolio of one model's predictions.
 
     `returns` are simple daily returns, wide (`finpipe.core.prices.daily_returns`); its
     index is the trading calendar. The result covers the first trade date (first signal +
     lag) through the last date earned by the last signal (last signal + lag + 1), clipped to
     the calendar.
+
+    `schedule` says how the book follows a forecast of `horizon` dates: `daily` trades to
+    each date's top-k; `every_h` rebalances every `horizon` signal dates and lets the book
+    drift in between; `tranches` holds the average of the last `horizon` daily books
+    (Jegadeesh-Titman overlapping portfolios: each day renews one tranche); `band` trades a
+    name only when its target moved more than `band` away from its drifted weight (the
+    rest keeps drifting; any difference stays in cash).
     """
     if execution_lag < 0:
         raise ValueError(f"execution_lag must be >= 0, got {execution_lag}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     signal = signal_matrix(predictions, returns, horizon)
     if signal.empty:
         raise ValueError("no prediction falls on a date of the returns calendar")
     targets = top_k_weights(signal, k, kind)
+    step = max(int(horizon or 1), 1)
+    if schedule == "every_h":
+        return simulate_rebalanced(
+            targets.iloc[::step], returns, targets.index[-1], cost_bps, execution_lag
+        )
+    if schedule == "tranches":
+        targets = targets.fillna(0.0).rolling(step, min_periods=1).mean()
     calendar = returns.index
     first = calendar.get_loc(targets.index[0])
     last = calendar.get_loc(targets.index[-1])
@@ -124,7 +147,25 @@ def simulate_portfolio(
     held = targets.shift(execution_lag + 1).iloc[execution_lag + 1 :]
     if held.empty:
         raise ValueError("the returns calendar ends before the first position is held")
+    if schedule == "band":
+        held = _within_band(held, returns, band)
     return _simulate(held, returns, cost_bps)
+
+
+def _within_band(targets: pd.DataFrame, returns: pd.DataFrame, band: float) -> pd.DataFrame:
+    """The weights held when a name is traded to its target only if the target is more than
+    `band` away from the weight it drifted to since the last close."""
+    t = targets.to_numpy(np.float64)
+    r = np.nan_to_num(returns.reindex(index=targets.index, columns=targets.columns).to_numpy())
+    held = np.zeros_like(t)
+    current = np.zeros(t.shape[1])
+    for i in range(len(t)):
+        move = np.abs(t[i] - current) > band
+        current = np.where(move, t[i], current)
+        held[i] = current
+        grown = current * (1.0 + r[i])
+        current = grown / (1.0 + (current * r[i]).sum())
+    return pd.DataFrame(held, index=targets.index, columns=targets.columns)
 
 
 def simulate_rebalanced(

@@ -177,8 +177,11 @@ def fold_summary(fits: Sequence[EnsembleFit]) -> pd.DataFrame:
 
 
 def ensemble_weights(fits: Sequence[EnsembleFit]) -> pd.DataFrame:
-    """Each stacked fit's weights: `fold, test_start, horizon, model, weight` (fits with too
-    little history to stack weigh members equally; `fold_summary` notes which)."""
+    """Each stacked fit's weights: `fold, test_start, horizon, model, weight, shrinkage`:
+    the convex weights on standardised member predictions and the shrinkage toward equal
+    weights its cross-validation chose (fits with too little history to stack weigh members
+    equally; `fold_summary` notes which)."""
+    columns = ["fold", "test_start", "horizon", "model", "weight", "shrinkage"]
     rows = [
         {
             "fold": fit.window.name,
@@ -186,13 +189,14 @@ def ensemble_weights(fits: Sequence[EnsembleFit]) -> pd.DataFrame:
             "horizon": int(h),
             "model": model,
             "weight": float(weight),
+            "shrinkage": fit.stack.chosen_shrinkage[h],
         }
         for fit in fits
         if fit.stack is not None
-        for h, weights in fit.stack.coefficients.items()
+        for h, weights in fit.stack.weights.items()
         for model, weight in weights.items()
     ]
-    return pd.DataFrame(rows, columns=["fold", "test_start", "horizon", "model", "weight"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def procedure_text(plan: TimePlan, families: Sequence[str]) -> str:

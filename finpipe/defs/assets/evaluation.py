@@ -19,6 +19,7 @@ from finpipe.defs.assets.features import labels, time_plan
 from finpipe.defs.assets.ingest import benchmark_prices, raw_prices
 from finpipe.defs.metadata import contract_schema, embedded_png, md_table
 from finpipe.defs.resources import (
+    DECISIONS,
     EvaluationSettings,
     ForecastSettings,
     MarketDataResource,
@@ -235,9 +236,10 @@ def walk_forward_predictions(plan_ready, panel_ready, labels_ready, prices_ready
         benchmark_prices,
         time_plan,
         dg.AssetKey("portfolio_replay"),  # the construction methods replayed (group portfolio)
+        dg.AssetKey("research_decisions"),  # the decision log (group research)
     ],
     kinds={"html"},
-    code_version="3",
+    code_version="4",
 )
 def backtest_report(
     context: dg.AssetExecutionContext,
@@ -269,6 +271,7 @@ def backtest_report(
         weights=store.read("evaluation", "ensemble_weights"),
         config=config,
         folds=store.read("evaluation", "replay_folds"),
+        decisions=store.read(*DECISIONS),
         procedure=procedure_text(plan, sorted(training.families)),
         constructions=store.read("portfolio", "replay_weights"),
         construction_fallbacks=store.read("portfolio", "replay_fallbacks"),

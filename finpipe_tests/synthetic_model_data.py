@@ -9,7 +9,8 @@ import pandas as pd
 
 from finpipe.core.time_plan import FitWindow
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.models import PanelData
+from finpipe.models import PanelData, list_models, model_class
+from finpipe.models.factors import FactorForecaster
 
 FEATURES = ("ret_1", "ret_5", "ret_20", "vol_20")
 
@@ -74,6 +75,20 @@ def model_frames(
         .reset_index(drop=True)
     )
     return features, labels_frame
+
+
+def with_factor_columns(features: pd.DataFrame, carrier: str = "ret_20") -> pd.DataFrame:
+    """`features` plus the column each factor member reads (`mom_12_1`, `strev_5`, `rv_63`),
+    stood in for by `carrier` times the member's sign: every factor member then trades the
+    carrier's signal (on a planted panel, the planted momentum) the way it trades its own."""
+    factors = [model_class(name) for name in list_models()]
+    return features.assign(
+        **{
+            factor.feature: factor.sign * features[carrier]
+            for factor in factors
+            if issubclass(factor, FactorForecaster)
+        }
+    )
 
 
 def fit_window(panel: PanelData, fit_end: int, valid_end: int, name: str) -> FitWindow:

@@ -113,9 +113,9 @@ def test_plan_features_and_checks(served):
     )
     decisions = metadata(full, "research_decisions")
     assert set(decisions["decided"]) == set(FAMILIES) and "research period" in decisions["window"]
-    assert set(decisions["decided"]["ridge"]) == {"target", "feature_scaling"}
+    assert set(decisions["decided"]["ridge"]) == {"target"}
     log = pd.read_parquet(served["root"] / "research" / "decisions.parquet")
-    assert log.groupby("family")["chosen"].sum().eq(1).all() and len(log) >= 3 * 5
+    assert log.groupby("family")["chosen"].sum().eq(1).all() and len(log) >= 3 * 4
     features = metadata(full, "features")
     assert "alpha158_close" in features["families_computed"] and features["feature_count"] > 50
     assert "dagster/column_schema" in features
@@ -270,7 +270,7 @@ def test_explicit_settings_win_over_tuned_ones_with_provenance(served, instance)
     assert metadata(again, "model_ridge")["param_sources"]["alpha"] == "tuned"
     storage = StorageResource(root=str(served["root"]))
     decided = storage.read_decided_params("ridge")
-    assert set(decided) == {"target", "feature_scaling"}  # research_decisions, under tuning
+    assert set(decided) == {"target"}  # research_decisions, under tuning
     assert fold_families(storage, TrainingSettings(families=FAMILIES))["ridge"] == {
         **decided,
         **best,

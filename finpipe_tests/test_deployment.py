@@ -66,9 +66,8 @@ MLFLOW_DB = "mlflow"
 
 def run_config(params_json: str = json.dumps(TINY_PARAMS), **monitoring: float) -> dict:
     """Small settings for every job: three tickers since 2010 (so up to half the book in a
-    name), tiny models, steps in-process."""
+    name), tiny models; the jobs run their steps in-process by default."""
     return {
-        "execution": {"config": {"in_process": {}}},
         "resources": {
             "market_data": {"config": {"universe": ",".join(TICKERS), "start_date": "2010-01-01"}},
             "training": {"config": {"params_json": params_json}},

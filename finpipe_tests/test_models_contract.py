@@ -21,7 +21,7 @@ from finpipe.models import (
     time_split,
 )
 from finpipe.models.sequence import SequenceForecaster
-from finpipe_tests.synthetic_model_data import model_frames
+from finpipe_tests.synthetic_model_data import model_frames, with_factor_columns
 
 torch.set_num_threads(1)
 
@@ -50,12 +50,9 @@ TINY = {
 
 
 def frames(**kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`model_frames` plus the columns the factor members read, stood in for by its own."""
+    """`model_frames` plus the columns the factor members read."""
     features, labels = model_frames(**kwargs)
-    features = features.assign(
-        mom_12_1=features["ret_20"], strev_5=-features["ret_5"], rv_63=features["vol_20"]
-    )
-    return features, labels
+    return with_factor_columns(features), labels
 
 
 def test_registry_lists_every_family() -> None:

@@ -3,7 +3,9 @@
 Skill: on a panel with planted time-series momentum (signal_strength 0.1: next-day
 idiosyncratic returns correlate 0.1 with the sum of the last 20 shocks, which the trailing
 20-day return reveals, so a linear model can find it) every family's validation rank IC
-at the 1-day horizon is above 3 standard errors and above 0.02.
+at the 1-day horizon is above 3 standard errors and above 0.02. A factor member's ranking
+is not learned, so its column carries the planted signal (`with_factor_columns`): the test
+is that it trades its column the right way round and states it as a forecast.
 
 Chance: on a zero-strength panel every family's out-of-sample rank IC and directional
 accuracy stay within 3 standard errors of chance (0 and 0.5) at every horizon. Standard
@@ -20,7 +22,7 @@ import torch
 from finpipe.core.metrics import forecast_metrics
 from finpipe.models import PanelData, create_model, list_models, model_class, time_split
 from finpipe.models.sequence import SequenceForecaster
-from finpipe_tests.synthetic_model_data import model_frames
+from finpipe_tests.synthetic_model_data import model_frames, with_factor_columns
 
 torch.set_num_threads(1)
 
@@ -41,6 +43,9 @@ PARAMS = {
     "elastic_net": {},
     "random_forest": {"n_estimators": 30, "max_samples": 5000},
     "hist_gbm": {"max_iter": 100},
+    "momentum_factor": {},
+    "reversal_factor": {},
+    "low_vol_factor": {},
 }
 SKILL_EPOCHS, CHANCE_EPOCHS = 4, 2
 
@@ -53,12 +58,14 @@ def _params(name: str, epochs: int) -> dict:
 @pytest.fixture(scope="module")
 def planted() -> tuple[PanelData, PanelData]:
     features, labels = model_frames(n_tickers=30, n_days=900, seed=11, signal_strength=0.1)
+    features = with_factor_columns(features)
     return time_split(PanelData.from_frames(features, labels), valid_fraction=0.4)
 
 
 @pytest.fixture(scope="module")
 def random_walk() -> tuple[PanelData, PanelData, PanelData]:
     features, labels = model_frames(n_tickers=30, n_days=1300, seed=12, signal_strength=0.0)
+    features = with_factor_columns(features)
     rest, test = time_split(PanelData.from_frames(features, labels), valid_fraction=0.5)
     train, valid = time_split(rest, valid_fraction=0.3)
     return train, valid, test

@@ -128,7 +128,7 @@ def pipeline_root(root: Path) -> None:
         "research": RESEARCH,
         "training": TrainingSettings(families=["ridge"], tune_families=["ridge"]),
         "forecasting": ForecastSettings(),
-        "evaluation": EvaluationSettings(n_boot=50, portfolio_horizon=1),
+        "evaluation": EvaluationSettings(n_boot=100, portfolio_horizon=1),
         "registry": RegistryResource(),
     }
     defs = build_defs(resources)

@@ -13,7 +13,6 @@ from finpipe.defs.assets.monitoring import MONITORING_ASSETS
 from finpipe.defs.assets.predictions import PREDICTION_ASSETS
 from finpipe.defs.assets.research import research_decisions, tuned_params_table
 from finpipe.defs.checks.evaluation import EVALUATION_CHECKS
-from finpipe.defs.checks.features import FEATURE_CHECKS
 from finpipe.defs.checks.predictions import PREDICTION_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
 from finpipe.defs.console import finpipe_console
@@ -44,7 +43,7 @@ ASSETS = [
     *PREDICTION_ASSETS,
     *EVALUATION_ASSETS,
 ]
-CHECKS = [*INGEST_CHECKS, *FEATURE_CHECKS, *PREDICTION_CHECKS, *EVALUATION_CHECKS]
+CHECKS = [*INGEST_CHECKS, *PREDICTION_CHECKS, *EVALUATION_CHECKS]
 
 
 def fred_credentials() -> FredCredentials:

@@ -25,6 +25,7 @@ import json
 import os
 import posixpath
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,6 +48,10 @@ RAW_DATASETS = {
 
 METADATA_PREFIX = "finpipe."
 LOCAL = LocalFileSystem()
+
+# Tables this process has read in full, by `table_name`: how a run shows which steps re-read
+# a large table (the Dagster storage resource logs it per run).
+TABLE_READS: Counter[str] = Counter()
 
 # Which asset writes each top-level folder of the layout (and so what rewrites a file that
 # no longer reads), most specific first.
@@ -78,6 +83,12 @@ def repair_hint(parts: tuple[str, ...]) -> str:
         (fix for prefix, fix in PRODUCERS if parts[: len(prefix)] == prefix),
         "re-materialize the asset that writes it",
     )
+
+
+def table_name(parts: tuple[str, ...]) -> str:
+    """A table's name for `TABLE_READS`: `features/features`; the tables of a folder of many
+    (raw per ticker, replay folds, history dates) count together as `raw/prices/*`."""
+    return "/".join(parts) if len(parts) <= 2 else "/".join(parts[:2]) + "/*"
 
 
 def _beside(path: str, suffix: str) -> str:
@@ -186,9 +197,11 @@ class ParquetStore:
             return None
         try:
             with self.fs.open(path, "rb") as fh:
-                return pq.read_table(fh).to_pandas()
+                frame = pq.read_table(fh).to_pandas()
         except (pa.ArrowException, OSError) as error:
             raise self.unreadable(parts, path, error) from error
+        TABLE_READS[table_name(parts)] += 1
+        return frame
 
     def read_metadata(self, *parts: str) -> dict[str, str]:
         """The `finpipe.*` schema metadata written with a table (empty when absent)."""

@@ -187,13 +187,14 @@ def model_panel(
     label_frame = store.read("features", "labels")
     if frame is None or label_frame is None:
         raise FileNotFoundError("features and labels are not stored yet: materialize them")
+    rows = (len(frame), len(label_frame))
     panel = PanelData.from_frames(frame, label_frame, horizons=tuple(research.horizons))
+    del frame, label_frame  # the panel holds their values: not kept while it is written
     where, fingerprint = storage.write_panel(panel)
     context.log.info(
         "model_panel: read the features and labels tables once (%d and %d rows) and stored "
         "the %s panel in %.1f s at %s",
-        len(frame),
-        len(label_frame),
+        *rows,
         "x".join(map(str, panel.features.shape)),
         time.perf_counter() - started,
         where,

@@ -1,6 +1,9 @@
 """Scale: the dense panel is built once from the stored tables and shared by memory map, the
-features table is read in full once per run, and the feature checks, evaluated without
-reading it back, still block."""
+features table is read in full once per run, the feature checks, evaluated without reading
+it back, still block; the replay's fan-out under the multiprocess executor."""
+
+import shutil
+import time
 
 import dagster as dg
 import numpy as np
@@ -12,6 +15,7 @@ from finpipe.defs.checks import features as feature_checks
 from finpipe.defs.resources import MarketDataResource, ResearchSettings, StorageResource
 from finpipe.features.engine import ALL_MISSING, INFINITE
 from finpipe.models.panel_data import PanelData
+from finpipe_tests import replay_job
 
 RESEARCH = {
     "research_fraction": 0.5,
@@ -80,3 +84,43 @@ def test_a_failed_feature_check_blocks_the_panel(tmp_path, monkeypatch):
     assert not result.success and result.asset_materializations_for_node("features")
     assert not result.asset_materializations_for_node("model_panel")
     assert not (tmp_path / "panel").exists()
+
+
+def test_the_replay_fans_out_under_the_multiprocess_executor(tmp_path, monkeypatch):
+    """One process per fold, two at a time, and the same replay rows as in-process."""
+    monkeypatch.setenv("FINPIPE_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    replay = [dg.AssetKey("walk_forward_predictions")]
+    defs = replay_job.small_defs()
+    features = defs.resolve_job_def("refresh_features").execute_in_process()
+    assert features.success
+    local = replay_job.evaluate_job().execute_in_process(asset_selection=replay)
+    assert local.success
+    store = ParquetStore(str(tmp_path / "data"))
+    expected = store.read("evaluation", "replay")
+    shutil.rmtree(tmp_path / "data" / "evaluation")  # no fold is reused: all are recomputed
+
+    monkeypatch.setenv("FINPIPE_EXECUTOR", "multiprocess")
+    started = time.perf_counter()
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(
+            dg.reconstructable(replay_job.evaluate_job),
+            instance=instance,
+            run_config={"execution": {"config": {"max_concurrent": 2}}},
+            asset_selection=replay,
+        )
+        assert result.success
+        folds = [
+            e
+            for e in result.all_events
+            if e.event_type_value == "STEP_START" and "run_replay_fold[" in (e.step_key or "")
+        ]
+        pids = {e.pid for e in folds}
+    seconds = time.perf_counter() - started
+    assert len(folds) == 3 and len(pids) == 3, (len(folds), pids)
+    rows = store.read("evaluation", "replay")
+    key = ["date", "ticker", "horizon", "model"]
+    pd.testing.assert_frame_equal(
+        rows.sort_values(key, ignore_index=True), expected.sort_values(key, ignore_index=True)
+    )
+    assert seconds < 120, seconds

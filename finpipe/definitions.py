@@ -14,7 +14,6 @@ from finpipe.defs.assets.portfolio import PORTFOLIO_ASSETS
 from finpipe.defs.assets.predictions import PREDICTION_ASSETS
 from finpipe.defs.assets.research import research_decisions, tuned_params_table
 from finpipe.defs.checks.evaluation import EVALUATION_CHECKS
-from finpipe.defs.checks.features import FEATURE_CHECKS
 from finpipe.defs.checks.portfolio import PORTFOLIO_CHECKS
 from finpipe.defs.checks.predictions import PREDICTION_CHECKS
 from finpipe.defs.checks.quality import INGEST_CHECKS
@@ -50,7 +49,6 @@ ASSETS = [
 ]
 CHECKS = [
     *INGEST_CHECKS,
-    *FEATURE_CHECKS,
     *PREDICTION_CHECKS,
     *EVALUATION_CHECKS,
     *PORTFOLIO_CHECKS,

@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from finpipe.models import LeakageError, PanelData, PanelDataError, create_model, time_split
-from finpipe.models.panel_data import FeatureScaler, TargetScaler
+from finpipe.models import (
+    LeakageError,
+    PanelData,
+    PanelDataError,
+    create_model,
+    panel_data,
+    time_split,
+)
+from finpipe.models.panel_data import FeatureScaler, TargetScaler, panel_fingerprint
 from finpipe.models.windows import window_dataset
 from finpipe_tests.synthetic_model_data import FEATURES, model_frames
 
@@ -51,6 +58,29 @@ def test_dense_arrays_match_long_frames(
         .max()
         .value
     )
+
+
+def test_chunked_build_and_fingerprint_match_whole_array_ones(
+    frames: tuple[pd.DataFrame, pd.DataFrame], panel: PanelData, monkeypatch
+) -> None:
+    """The dense array is filled a few columns at a time and the fingerprint sums a few
+    dates at a time: the same arrays and sums as whole-array operations."""
+    features, labels = frames
+    whole = features[list(panel.feature_names)].to_numpy(np.float32)
+    d, t = panel.dates.get_indexer(features["date"]), panel.tickers.get_indexer(features["ticker"])
+    np.testing.assert_array_equal(panel.features[d, t], whole)
+    sums = panel_data._column_sums(panel.features)
+    np.testing.assert_allclose(sums, np.nansum(panel.features, axis=(0, 1), dtype=np.float64))
+    monkeypatch.setattr(panel_data, "COLUMN_CHUNK", 3)
+    monkeypatch.setattr(panel_data, "DATE_CHUNK", 7)
+    small = PanelData.from_frames(features, labels)
+    np.testing.assert_array_equal(small.features, panel.features)
+    np.testing.assert_allclose(panel_data._column_sums(small.features), sums, rtol=1e-12)
+    assert panel_fingerprint(small) == panel_fingerprint(panel)
+    infinite = features.copy()
+    infinite.loc[500, panel.feature_names[0]] = np.inf
+    cleaned = PanelData.from_frames(infinite, labels).features
+    assert np.isnan(cleaned[d[500], t[500], 0]) and np.isfinite(panel.features[d[500], t[500], 0])
 
 
 def test_bad_inputs_are_named(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:

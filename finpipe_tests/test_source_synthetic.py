@@ -34,6 +34,23 @@ def test_extending_a_panel_only_appends_dates():
     pdt.assert_frame_equal(head, short)
 
 
+def test_dates_never_pass_the_end_and_keep_their_values():
+    """A panel that would run past its end (today by default) ends on the last business day
+    on or before it; its values are those of the unshifted panel, position by position."""
+    today = pd.Timestamp.today().normalize()
+    assert SyntheticConfig(n_days=6300).dates[-1] <= today
+    assert SyntheticConfig(n_days=100).dates[0] == pd.Timestamp("2005-01-03")
+    shifted = SyntheticConfig(n_tickers=2, n_days=6300, seed=4, end="2026-06-13")  # a Saturday
+    dates = shifted.dates
+    assert len(dates) == 6300 and dates.is_monotonic_increasing
+    assert dates[-1] == pd.Timestamp("2026-06-12") and (dates.dayofweek < 5).all()
+    unshifted = SyntheticConfig(n_tickers=2, n_days=6300, seed=4, end="2100-01-01")
+    assert unshifted.dates[0] == pd.Timestamp("2005-01-03") and unshifted.dates[-1] > today
+    a, b = synthetic_panel(shifted), synthetic_panel(unshifted)
+    np.testing.assert_array_equal(a["adj_close"], b["adj_close"])
+    assert a["date"].max() == dates[-1]
+
+
 def test_panel_honours_the_contract_and_every_quality_rule():
     panel = synthetic_panel(SyntheticConfig(n_tickers=10, n_days=300, regimes=True))
     assert schema_violations(panel, PRICES) == []

@@ -6,6 +6,7 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
+from finpipe.core import storage
 from finpipe.core.contracts import PRICES, ContractError, conform, schema_violations
 from finpipe.core.storage import ParquetStore
 
@@ -44,6 +45,22 @@ def test_failed_rename_keeps_previous_version_and_leaves_no_temp(tmp_path, monke
 
     monkeypatch.setattr(store.fs, "mv", broken_mv)
     with pytest.raises(OSError, match="disk full"):
+        store.write(frame(offset=100.0), "t")
+    pdt.assert_frame_equal(store.read("t"), frame())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def test_a_write_that_fails_midway_keeps_the_previous_version(tmp_path, monkeypatch):
+    """Tables stream to their temporary file; an error halfway leaves no trace."""
+    store = ParquetStore(str(tmp_path))
+    store.write(frame(), "t")
+
+    def failing_write(table, where, **kwargs):
+        where.write(b"PAR1 half a table")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(storage.pq, "write_table", failing_write)
+    with pytest.raises(OSError, match="no space"):
         store.write(frame(offset=100.0), "t")
     pdt.assert_frame_equal(store.read("t"), frame())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]

@@ -14,8 +14,8 @@ Layout under `root`:
     portfolio/<table>.parquet            portfolio/summary.json (targets, risk, orders, replay)
 
 Every write goes to a temporary file beside its target and is then renamed over it, so a
-crash mid-write leaves the previous version intact: `atomic_write_bytes` for files and
-`staged_folder` for folders are the one way finpipe writes anything (tables, models,
+crash mid-write leaves the previous version intact: `atomic_file` (and `atomic_write_bytes`)
+for files and `staged_folder` for folders are the one way finpipe writes anything (tables, models,
 checkpoints, reports), locally or through fsspec.
 """
 
@@ -26,9 +26,10 @@ import json
 import os
 import posixpath
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import pandas as pd
@@ -48,6 +49,10 @@ RAW_DATASETS = {
 
 METADATA_PREFIX = "finpipe."
 LOCAL = LocalFileSystem()
+
+# Tables this process has read in full, by `table_name`: how a run shows which steps re-read
+# a large table (the Dagster storage resource logs it per run).
+TABLE_READS: Counter[str] = Counter()
 
 # Which asset writes each top-level folder of the layout (and so what rewrites a file that
 # no longer reads), most specific first.
@@ -81,23 +86,31 @@ def repair_hint(parts: tuple[str, ...]) -> str:
     )
 
 
+def table_name(parts: tuple[str, ...]) -> str:
+    """A table's name for `TABLE_READS`: `features/features`; the tables of a folder of many
+    (raw per ticker, replay folds, history dates) count together as `raw/prices/*`."""
+    return "/".join(parts) if len(parts) <= 2 else "/".join(parts[:2]) + "/*"
+
+
 def _beside(path: str, suffix: str) -> str:
     """A hidden name next to `path` (readers of the folder skip dot files)."""
     folder, name = posixpath.split(path)
     return posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.{suffix}")
 
 
-def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, fs: fsspec.AbstractFileSystem = LOCAL
-) -> str:
-    """Write `data` to `path` on `fs` (default: the local disk) through a temporary file
-    beside it, renamed over `path` once complete; returns the path."""
+@contextmanager
+def atomic_file(
+    path: str | os.PathLike[str], fs: fsspec.AbstractFileSystem = LOCAL
+) -> Iterator[IO[bytes]]:
+    """A binary file handle that writes `path` on `fs` (default: the local disk) through a
+    temporary file beside it, renamed over `path` when the block ends without an error
+    (otherwise the temporary file is removed and `path` is left as it was)."""
     path = str(path)
     fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
     tmp = _beside(path, "tmp")
     try:
         with fs.open(tmp, "wb") as fh:
-            fh.write(data)
+            yield fh
             if fs is LOCAL:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -105,7 +118,15 @@ def atomic_write_bytes(
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
-    return path
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, fs: fsspec.AbstractFileSystem = LOCAL
+) -> str:
+    """Write `data` to `path` on `fs` atomically (`atomic_file`); returns the path."""
+    with atomic_file(path, fs) as fh:
+        fh.write(data)
+    return str(path)
 
 
 @contextmanager
@@ -129,17 +150,21 @@ def staged_folder(
                 fs.rm(leftover, recursive=True)
 
 
-def parquet_bytes(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
-    """Serialise a frame to compressed Parquet bytes (zstd, no pandas index).
-
-    `metadata` is stored in the file's schema metadata under `finpipe.<key>`.
-    """
+def parquet_table(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> pa.Table:
+    """A frame as an Arrow table (no pandas index), `metadata` in its schema metadata under
+    `finpipe.<key>`."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if metadata:
         extra = {f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    return table
+
+
+def parquet_bytes(frame: pd.DataFrame, metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise a frame to compressed Parquet bytes (zstd, no pandas index); `metadata` as
+    in `parquet_table`."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(parquet_table(frame, metadata), buf, compression="zstd")
     return buf.getvalue()
 
 
@@ -187,9 +212,11 @@ class ParquetStore:
             return None
         try:
             with self.fs.open(path, "rb") as fh:
-                return pq.read_table(fh).to_pandas()
+                frame = pq.read_table(fh).to_pandas()
         except (pa.ArrowException, OSError) as error:
             raise self.unreadable(parts, path, error) from error
+        TABLE_READS[table_name(parts)] += 1
+        return frame
 
     def read_metadata(self, *parts: str) -> dict[str, str]:
         """The `finpipe.*` schema metadata written with a table (empty when absent)."""
@@ -210,8 +237,13 @@ class ParquetStore:
     def write(
         self, frame: pd.DataFrame, *parts: str, metadata: dict[str, str] | None = None
     ) -> str:
-        """Write a table atomically (temp file, then rename); returns its path."""
-        return atomic_write_bytes(self.path(*parts), parquet_bytes(frame, metadata), self.fs)
+        """Write a table atomically (temp file, then rename), streamed to the file rather than
+        built in memory first; returns its path."""
+        path = self.path(*parts)
+        table = parquet_table(frame, metadata)
+        with atomic_file(path, self.fs) as fh:
+            pq.write_table(table, fh, compression="zstd")
+        return path
 
     def write_json(self, value: Any, *parts: str) -> str:
         """Write a JSON document (e.g. the time plan) atomically; returns its path."""

@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 import typing
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +15,7 @@ import pandas as pd
 import pydantic
 
 from finpipe.core.identifiers import validate_series_id, validate_ticker
-from finpipe.core.storage import ParquetStore, UnreadableFileError, staged_folder
+from finpipe.core.storage import TABLE_READS, ParquetStore, UnreadableFileError, staged_folder
 from finpipe.core.time_plan import PlanSettings, TimePlan, TimePlanError
 from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
 from finpipe.data.sources.bundled import BundledSource, bundled_stocks, stocks_for_universe
@@ -101,10 +102,14 @@ class StorageResource(Settings):
 
     Every step uses it, so it is also where a run's launch config is checked as a whole:
     a setting given at launch that breaks any resource's rules fails the first step, before
-    anything is written, with every problem named (`config_problems`).
+    anything is written, with every problem named (`config_problems`). When its steps are
+    done it logs which tables they read in full and how often (per run in-process, per step
+    under the multiprocess executor): the features table should be read once, by
+    `model_panel`.
     """
 
     root: Annotated[str, pydantic.Field(min_length=1)]
+    _reads_before: Counter = pydantic.PrivateAttr(default_factory=Counter)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         run_config = context.run.run_config if context.run else {}
@@ -112,6 +117,15 @@ class StorageResource(Settings):
         if problems:
             raise dg.Failure(
                 description="invalid run config, nothing was run:\n- " + "\n- ".join(problems)
+            )
+        self._reads_before = Counter(TABLE_READS)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        reads = TABLE_READS - self._reads_before
+        if reads:
+            context.log.info(
+                "storage: tables read in full: %s",
+                ", ".join(f"{name} {count}" for name, count in sorted(reads.items())),
             )
 
     def store(self) -> ParquetStore:

@@ -327,9 +327,11 @@ def invalid_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
     What the asset checks on the features ask; an all-missing column usually means a window
     longer than the history given.
     """
-    values = frame.drop(columns=["date", "ticker"], errors="ignore")
-    numbers = values.to_numpy(dtype=np.float64)
-    return {
-        INFINITE: values.columns[np.isinf(numbers).any(axis=0)].tolist(),
-        ALL_MISSING: values.columns[np.isnan(numbers).all(axis=0)].tolist(),
-    }
+    found: dict[str, list[str]] = {INFINITE: [], ALL_MISSING: []}
+    for name in frame.columns.drop(["date", "ticker"], errors="ignore"):
+        numbers = frame[name].to_numpy(dtype=np.float64)  # a column at a time: bounded memory
+        if np.isinf(numbers).any():
+            found[INFINITE].append(name)
+        if np.isnan(numbers).all():
+            found[ALL_MISSING].append(name)
+    return found

@@ -4,10 +4,15 @@
 `close`, open, high and low are put on the same adjusted basis (times adj_close / close) and
 volume on the inverse one (divided by it), as Qlib does, so that splits do not show up as
 jumps in bars or volume. Without a raw close, open/high/low are taken as already adjusted.
+
+The wide arrays are gathered from the long columns when a family asks for them, a block of
+tickers at a time for the per-ticker families, so the whole panel's fields are never all
+held at once (`LongFields`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,13 +24,60 @@ from finpipe.core.contracts import PRICE_FIELDS
 BAR_FIELDS = ("open", "high", "low", "volume")
 
 
+class LongFields(Mapping[str, np.ndarray]):
+    """The panel's fields, gathered from the long price columns into (dates, tickers) float64
+    arrays on access (a fresh array each time; NaN where a ticker has no row).
+
+    `columns` are the long float64 columns by price column name; `position[d, t]` is the
+    row of cell (d, t) in them, -1 where there is none.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], position: np.ndarray) -> None:
+        self.columns = columns
+        self.position = position
+        bars = [name for name in BAR_FIELDS if name in columns]
+        self.names = ("close", *bars)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.gather(name, slice(None))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _take(self, column: str, rows: np.ndarray) -> np.ndarray:
+        values = self.columns[column][np.maximum(rows, 0)]
+        values[rows < 0] = np.nan
+        return values
+
+    def gather(self, name: str, tickers: slice) -> np.ndarray:
+        """Field `name` of a slice of tickers, as a contiguous (dates, tickers) array."""
+        if name not in self.names:
+            raise KeyError(name)
+        rows = self.position[:, tickers]
+        close = self._take("adj_close", rows)
+        if name == "close":
+            return close
+        values = self._take(name, rows)
+        if "close" in self.columns:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = close / self._take("close", rows)
+            values = values / factor if name == "volume" else values * factor
+        return values
+
+
 @dataclass(frozen=True)
 class PricePanel:
     """Aligned fields of shape (n_dates, n_tickers); NaN where a ticker has no value."""
 
     dates: pd.DatetimeIndex
     tickers: pd.Index
-    fields: dict[str, np.ndarray]
+    fields: Mapping[str, np.ndarray]
     source_columns: tuple[str, ...]
 
     @property
@@ -36,11 +88,17 @@ class PricePanel:
         return field in self.fields
 
     def block(self, tickers: slice) -> PricePanel:
-        """The panel restricted to a slice of tickers (contiguous copies of the fields)."""
+        """The panel restricted to a slice of tickers (contiguous arrays of its fields)."""
+        fields = self.fields
         return PricePanel(
             dates=self.dates,
             tickers=self.tickers[tickers],
-            fields={k: np.ascontiguousarray(v[:, tickers]) for k, v in self.fields.items()},
+            fields={
+                k: fields.gather(k, tickers)
+                if isinstance(fields, LongFields)
+                else np.ascontiguousarray(fields[k][:, tickers])
+                for k in fields
+            },
             source_columns=self.source_columns,
         )
 
@@ -73,25 +131,14 @@ def build_price_panel(prices: pd.DataFrame) -> tuple[PricePanel, RowIndex]:
             "deduplicate them (the prices contract keys rows by ticker and date)"
         )
 
-    def wide(column: str) -> np.ndarray:
-        out = np.full(n_dates * n_tickers, np.nan)
-        out[cell] = prices[column].to_numpy(dtype=np.float64, na_value=np.nan)
-        return out.reshape(n_dates, n_tickers)
-
     present = tuple(
         c for c in PRICE_FIELDS if c in prices.columns and prices[c].notna().to_numpy().any()
     )
-    fields = {"close": wide("adj_close")}
-    factor = None
-    if "close" in present:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factor = fields["close"] / wide("close")
-    for name in BAR_FIELDS:
-        if name in present:
-            values = wide(name)
-            if factor is not None:
-                values = values / factor if name == "volume" else values * factor
-            fields[name] = values
+    used = ["adj_close", *(c for c in ("close", *BAR_FIELDS) if c in present)]
+    position = np.full(n_dates * n_tickers, -1, dtype=np.int64 if len(cell) >= 2**31 else np.int32)
+    position[cell] = np.arange(len(cell))
+    columns = {c: prices[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in used}
+    fields = LongFields(columns, position.reshape(n_dates, n_tickers))
     order = np.sort(cell)
     rows = RowIndex(
         date_code=(order // n_tickers).astype(np.int32),

@@ -29,6 +29,9 @@ from finpipe.core.contracts import LABELS
 
 # label_end (int64 nanoseconds) of a sample without any label: NaT's integer value.
 NO_LABEL_END = np.iinfo(np.int64).min
+# Feature columns copied from the long table into the dense array at a time (bounds the
+# copy from the table).
+COLUMN_CHUNK = 32
 
 
 class PanelDataError(ValueError):
@@ -91,8 +94,13 @@ class PanelData:
         d_idx = _codes(features["date"], dates, "dates")
         t_idx = _codes(features["ticker"].astype(str), tickers, "tickers")
         values = np.full((len(dates), len(tickers), len(feature_names)), np.nan, np.float32)
-        values[d_idx, t_idx] = features[list(feature_names)].to_numpy(np.float32)
-        values[~np.isfinite(values)] = np.nan
+        for start in range(0, len(feature_names), COLUMN_CHUNK):
+            names = list(feature_names[start : start + COLUMN_CHUNK])
+            chunk = features[names].to_numpy(np.float32)
+            infinite = np.isinf(chunk)
+            if infinite.any():
+                chunk = np.where(infinite, np.float32(np.nan), chunk)
+            values[d_idx, t_idx, start : start + len(names)] = chunk
         present = np.zeros((len(dates), len(tickers)), bool)
         present[d_idx, t_idx] = True
 
@@ -202,12 +210,21 @@ def panel_fingerprint(panel: PanelData) -> str:
         "\n".join(map(str, panel.tickers)).encode(),
         "\n".join(panel.feature_names).encode(),
         np.asarray(panel.horizons, np.int64).tobytes(),
-        np.nansum(panel.features, axis=(0, 1), dtype=np.float64).tobytes(),
-        np.nansum(panel.targets, axis=(0, 1), dtype=np.float64).tobytes(),
+        _column_sums(panel.features).tobytes(),
+        _column_sums(panel.targets).tobytes(),
         panel.sample_mask.sum(axis=0).tobytes(),
     ):
         digest.update(part)
     return digest.hexdigest()[:16]
+
+
+def _column_sums(values: np.ndarray) -> np.ndarray:
+    """Sums over dates and tickers of a [T, N, K] array, NaN skipped, `DATE_CHUNK` dates at a
+    time (np.nansum copies what it sums)."""
+    total = np.zeros(values.shape[-1])
+    for start in range(0, len(values), DATE_CHUNK):
+        total += np.nansum(values[start : start + DATE_CHUNK], axis=(0, 1), dtype=np.float64)
+    return total
 
 
 def save_panel(panel: PanelData, folder: str | os.PathLike[str]) -> str:
@@ -321,7 +338,8 @@ def time_split(
 FEATURE_SCALINGS = ("time_series", "cross_sectional")
 TARGETS = ("raw", "demeaned", "zscore", "rank")
 MAD_TO_STD = 1.4826
-# Dates normalised at a time by a cross-sectional FeatureScaler (bounds the copy it makes).
+# Dates normalised at a time by a cross-sectional FeatureScaler, and summed at a time by the
+# panel's fingerprint (bounds the copies they make).
 DATE_CHUNK = 256
 
 

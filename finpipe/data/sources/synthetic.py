@@ -11,7 +11,10 @@ Returns follow a one-factor model, r[t, i] = beta_i * m[t] + e[t, i], with:
   factor's drift and volatility; off by default so the zero-strength panel has no drift.
 
 Every random component draws from its own child stream, so the first T days of a panel
-are identical whatever `n_days` is: extending a panel only appends dates.
+are identical whatever `n_days` is. Dates are business days from `start`, but never later
+than `end` (empty: today): a panel that would pass it ends on the last business day on or
+before it instead, with the same values on earlier dates. So extending a panel appends
+dates while it still ends before `end`; beyond that, a longer panel reaches further back.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ REGIME_STAY = 0.99
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size, seed and planted structure of a synthetic panel."""
+    """Size, seed and planted structure of a synthetic panel; its dates run from `start`
+    and end no later than `end` (ISO date; empty: today)."""
 
     n_tickers: int = 50
     n_days: int = 1500
@@ -43,6 +47,7 @@ class SyntheticConfig:
     signal_lookback: int = 20
     regimes: bool = False
     n_sectors: int = 5
+    end: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.signal_strength < 1.0:
@@ -56,7 +61,13 @@ class SyntheticConfig:
 
     @property
     def dates(self) -> pd.DatetimeIndex:
-        return pd.bdate_range(self.start, periods=self.n_days)
+        """`n_days` business days from `start`, or, where they would pass `end` (empty:
+        today), the `n_days` business days ending on the last one on or before it."""
+        dates = pd.bdate_range(self.start, periods=self.n_days)
+        limit = pd.Timestamp(self.end) if self.end else pd.Timestamp.today().normalize()
+        if dates[-1] > limit:
+            dates = pd.bdate_range(end=limit, periods=self.n_days)
+        return dates
 
 
 def synthetic_universe(cfg: SyntheticConfig) -> pd.DataFrame:

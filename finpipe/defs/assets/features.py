@@ -16,6 +16,7 @@ from finpipe.defs.assets.ingest import (
     raw_prices,
     universe,
 )
+from finpipe.defs.checks.features import FEATURE_CHECK_SPECS, feature_check_results
 from finpipe.defs.metadata import contract_schema, frame_schema
 from finpipe.defs.resources import (
     PLAN_PATH,
@@ -85,6 +86,7 @@ def time_plan(
     deps=[raw_prices, benchmark_prices, raw_macro, raw_fundamentals, universe, time_plan],
     kinds={"parquet"},
     code_version="3",
+    check_specs=FEATURE_CHECK_SPECS,
 )
 def features(
     context: dg.AssetExecutionContext,
@@ -94,7 +96,8 @@ def features(
 ) -> dg.MaterializeResult:
     """Every feature family the source's fields allow, per (date, ticker), point in time
     (stored statements by the date each became public); GARCH parameters are fitted once, on
-    the dates before the replay's first fit."""
+    the dates before the replay's first fit. Its checks (no infinities, no feature missing
+    everywhere) run on the frame it writes and block what reads it."""
     store = storage.store()
     plan = storage.read_plan()
     prices = universe_prices(store)
@@ -142,7 +145,8 @@ def features(
             "dagster/row_count": dg.MetadataValue.int(len(frame)),
             **frame_schema(frame.head(0), {c: f"family {f}" for c, f in family_of.items()}),
             "path": dg.MetadataValue.path(path),
-        }
+        },
+        check_results=feature_check_results(frame),
     )
 
 
@@ -183,13 +187,14 @@ def model_panel(
     label_frame = store.read("features", "labels")
     if frame is None or label_frame is None:
         raise FileNotFoundError("features and labels are not stored yet: materialize them")
+    rows = (len(frame), len(label_frame))
     panel = PanelData.from_frames(frame, label_frame, horizons=tuple(research.horizons))
+    del frame, label_frame  # the panel holds their values: not kept while it is written
     where, fingerprint = storage.write_panel(panel)
     context.log.info(
         "model_panel: read the features and labels tables once (%d and %d rows) and stored "
         "the %s panel in %.1f s at %s",
-        len(frame),
-        len(label_frame),
+        *rows,
         "x".join(map(str, panel.features.shape)),
         time.perf_counter() - started,
         where,

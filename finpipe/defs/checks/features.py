@@ -1,27 +1,26 @@
-"""Checks on the stored features: no infinities and no feature that is missing everywhere."""
+"""Checks on the features: no infinities and no feature that is missing everywhere. The
+features asset evaluates them on the frame it writes, so the table is not read back."""
 
 import dagster as dg
+import pandas as pd
 
-from finpipe.defs.assets.features import features
-from finpipe.defs.resources import StorageResource
 from finpipe.features.engine import ALL_MISSING, INFINITE, invalid_columns
 
 CHECKS = {"no_infinities": INFINITE, "no_all_nan_feature": ALL_MISSING}
+FEATURE_CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset=dg.AssetKey("features"), blocking=True) for name in CHECKS
+]
 
 
-@dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset=features, blocking=True) for name in CHECKS]
-)
-def feature_checks(storage: StorageResource):
-    found = invalid_columns(storage.store().read("features", "features"))
-    for name, problem in CHECKS.items():
-        columns = found[problem]
-        yield dg.AssetCheckResult(
+def feature_check_results(frame: pd.DataFrame) -> list[dg.AssetCheckResult]:
+    """The result of every feature check on `frame` (what the features asset writes)."""
+    found = invalid_columns(frame)
+    return [
+        dg.AssetCheckResult(
             check_name=name,
-            passed=not columns,
-            description=f"{len(columns)} features {problem}",
-            metadata={"features": dg.MetadataValue.json(columns[:50])},
+            passed=not found[problem],
+            description=f"{len(found[problem])} features {problem}",
+            metadata={"features": dg.MetadataValue.json(found[problem][:50])},
         )
-
-
-FEATURE_CHECKS = [feature_checks]
+        for name, problem in CHECKS.items()
+    ]

@@ -288,7 +288,7 @@ def plot(results: list[dict], path: Path) -> None:
     for result in results:
         for run in result["runs"]:
             series.setdefault(f"{run['job']} (run)", []).append((run["wall_s"], run["peak_rss_gb"]))
-        for name, (seconds, peak) in table_rows([result], "full"):
+        for name, [(seconds, peak)] in table_rows([result], "full"):
             if name in PLOTTED or name.startswith(("model_", FOLD_STEP)):
                 series.setdefault(name, []).append((seconds, peak))
     for name, values in series.items():

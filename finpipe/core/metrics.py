@@ -8,6 +8,7 @@ Everything is vectorised with groupby sums: no per-date Python loop.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -441,6 +442,21 @@ def bootstrap_indices(
     return (origin + position - block_start) % n
 
 
+@functools.lru_cache(maxsize=4)
+def _resamples(n: int, n_boot: int, block: float | None, seed: int) -> tuple[np.ndarray, ...]:
+    """`bootstrap_indices` for `n_boot` resamples in batches of at most 4M positions, drawn
+    from `seed`. Cached: a report bootstraps many series of the same length (every model at
+    a horizon), and the same seed gives them the same resamples anyway."""
+    rng = np.random.default_rng(seed)
+    batch = max(1, 4_000_000 // n)
+    batches = tuple(
+        bootstrap_indices(n, min(batch, n_boot - i), rng, block) for i in range(0, n_boot, batch)
+    )
+    for positions in batches:
+        positions.setflags(write=False)
+    return batches
+
+
 def bootstrap_ci(
     values: ArrayLike,
     statistic: Callable[[np.ndarray], np.ndarray],
@@ -458,14 +474,9 @@ def bootstrap_ci(
     x = _finite(values)
     if len(x) < 2:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
     estimate = float(statistic(x[None, :])[0])
-    batch = max(1, 4_000_000 // len(x))
     draws = np.concatenate(
-        [
-            statistic(x[bootstrap_indices(len(x), min(batch, n_boot - i), rng, block)])
-            for i in range(0, n_boot, batch)
-        ]
+        [statistic(x[positions]) for positions in _resamples(len(x), n_boot, block, seed)]
     )
     draws = draws[np.isfinite(draws)]
     if len(draws) == 0:

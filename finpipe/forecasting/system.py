@@ -222,26 +222,33 @@ def forecast_rows(
     rows = pd.concat(parts, ignore_index=True).merge(scale, on=list(ROW_KEY), how="left")
     if fit.conformal is not None:
         named = rows["model"]
-        rows = fit.conformal.interval(rows.assign(model=named.map(base_model)), level)
+        rows = fit.conformal.interval(rows.assign(model=map_by_value(named, base_model)), level)
         rows["model"] = named.to_numpy()
     else:
         rows = rows.assign(lower=-np.inf, upper=np.inf, interval_level=float(level))
     rows["confidence"] = confidence_from_width(
         rows["upper"] - rows["lower"], rows["horizon_vol"], rows["interval_level"]
     )
-    members = set(fit.members)
+    members, models = set(fit.members), set(rows["model"].unique())
     unknown = sorted(
-        (set(rows["model"]) - set(versions))
-        | (set(rows["model"]) - members - {STACKED_ENSEMBLE} - set(trained_through))
+        (models - set(versions))
+        | (models - members - {STACKED_ENSEMBLE} - set(trained_through))
         | (members - set(trained_through))
     )
     if unknown:
         raise ValueError(f"no model_version or trained_through for models {unknown}")
     through = {**trained_through, STACKED_ENSEMBLE: min(trained_through[m] for m in members)}
-    rows["model_version"] = rows["model"].map(versions)
-    rows["trained_through"] = rows["model"].map(through)
+    rows["model_version"] = map_by_value(rows["model"], versions)
+    rows["trained_through"] = map_by_value(rows["model"], through)
     rows["fold"] = fold
     return conform(rows[list(REPLAY.required)], REPLAY)
+
+
+def map_by_value(column: pd.Series, mapping: Mapping[str, Any] | Any) -> np.ndarray:
+    """`column.map(mapping)` (a dict or a function), evaluated once per distinct value: the
+    model column of millions of rows holds a handful of names."""
+    codes, uniques = pd.factorize(column)
+    return pd.Index(uniques, dtype=object).map(mapping).take(codes).to_numpy()
 
 
 def fold_windows(windows: Sequence[FitWindow]) -> pd.DataFrame:

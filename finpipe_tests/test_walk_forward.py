@@ -14,14 +14,25 @@ from finpipe.core.contracts import LABELS, REPLAY, schema_violations
 from finpipe.core.keys import ROW_KEY, STACKED_ENSEMBLE
 from finpipe.core.time_plan import PlanSettings, build_time_plan
 from finpipe.data.sources.synthetic import SyntheticConfig, synthetic_panel
-from finpipe.evaluation.walk_forward import fold_fingerprint, replay_version, run_replay
+from finpipe.evaluation.walk_forward import (
+    fold_fingerprint,
+    fold_forecasts,
+    replay_version,
+    run_replay,
+)
 from finpipe.features.config import FeatureConfig
 from finpipe.features.engine import build_features
 from finpipe.features.labels import forward_returns
 from finpipe.forecasting.system import fit_ensemble, fold_windows, known_history, serve
 from finpipe.forecasting.uncertainty import recent_volatility
 from finpipe.models.panel_data import PanelData
-from finpipe.models.trainer import train_family, window_views
+from finpipe.models.trainer import (
+    load_fits,
+    same_fit,
+    save_fits,
+    train_family,
+    window_views,
+)
 
 torch.set_num_threads(1)
 
@@ -161,3 +172,26 @@ def test_fold_fingerprint_ignores_how_far_the_fold_has_predicted(full: dict) -> 
     assert fold_fingerprint(window, {"ridge": {"alpha": 1.0}}, names, {"code": "x"}) != base
     assert fold_fingerprint(window, TABULAR, names, {"code": "y"}) != base
     assert fold_fingerprint(full["plan"].folds[0], TABULAR, names, {"code": "x"}) != base
+
+
+def test_a_fold_reuses_fits_of_its_window_and_predicts_as_if_it_trained_them(
+    full: dict, prices: pd.DataFrame, tmp_path
+) -> None:
+    """The research decisions fit the first test fold's window; that fold reuses the stored
+    fits (matched by family and parameters) and predicts exactly what training gives."""
+    panel, window = full["panel"], full["plan"].research_window
+    train, valid = window_views(panel, window)
+    runs = {family: train_family(family, train, valid, dict(p)) for family, p in TABULAR.items()}
+    save_fits(runs, tmp_path / "fits", {"window": window.to_dict()})
+    facts, loaded = load_fits(tmp_path / "fits")
+    assert facts == {"window": window.to_dict()} and set(loaded) == set(TABULAR)
+    assert same_fit(loaded["hist_gbm"].model, "hist_gbm", TABULAR["hist_gbm"], panel.horizons)
+    assert not same_fit(loaded["hist_gbm"].model, "hist_gbm", {"max_iter": 21}, panel.horizons)
+    assert not same_fit(loaded["ridge"].model, "hist_gbm", TABULAR["hist_gbm"], panel.horizons)
+    assert load_fits(tmp_path / "nothing") == ({}, {})
+
+    vol = recent_volatility(prices)
+    reused, used = fold_forecasts(window, panel, TABULAR, vol, fitted=loaded)
+    trained, _ = fold_forecasts(window, panel, TABULAR, vol)
+    assert used["hist_gbm"] is loaded["hist_gbm"]
+    pd.testing.assert_frame_equal(reused.points, trained.points)

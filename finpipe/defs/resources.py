@@ -6,6 +6,7 @@ import os
 import tempfile
 import typing
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +17,7 @@ import pydantic
 
 from finpipe.core.identifiers import validate_series_id, validate_ticker
 from finpipe.core.storage import TABLE_READS, ParquetStore, UnreadableFileError, staged_folder
-from finpipe.core.time_plan import PlanSettings, TimePlan, TimePlanError
+from finpipe.core.time_plan import FitWindow, PlanSettings, TimePlan, TimePlanError
 from finpipe.data.sources.base import FundamentalsSource, MacroSource, PriceSource
 from finpipe.data.sources.bundled import BundledSource, bundled_stocks, stocks_for_universe
 from finpipe.data.sources.synthetic import (
@@ -31,6 +32,7 @@ from finpipe.evaluation.research import INPUT_AXES
 from finpipe.features.engine import FAMILIES, GROUPS
 from finpipe.models.panel_data import PANEL_META, PanelData, load_panel, save_panel
 from finpipe.models.registry import is_pytorch_family, list_models, model_class
+from finpipe.models.trainer import TrainingRun, load_fits, save_fits
 from finpipe.models.versions import ModelRegistry
 from finpipe.monitoring.drift import DriftThresholds
 from finpipe.portfolio.construction import METHODS, Constraints, ConstructionSettings
@@ -45,6 +47,7 @@ PLAN_PATH = ("plan", "time_plan")
 TUNED_PARAMS = ("models", "tuned_params")
 DECIDED_PARAMS = ("research", "decided_params")
 DECISIONS = ("research", "decisions")
+RESEARCH_FITS = "research/fits"
 
 
 def family_overrides(params_json: str, family: str) -> dict:
@@ -154,6 +157,32 @@ class StorageResource(Settings):
         with staged_folder(target) as staging:
             fingerprint = save_panel(panel, staging)
         return str(target), fingerprint
+
+    def write_research_fits(self, runs: Mapping[str, TrainingRun], window: FitWindow) -> str:
+        """Store the research window's chosen fits under `research/fits/` (replacing them
+        once complete) with the window and the panel they were fitted on; returns where."""
+        facts = {"window": window.to_dict(), "panel": self.panel_fingerprint()}
+        if "://" in self.root:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_fits(runs, Path(tmp) / RESEARCH_FITS, facts)
+                return self.store().put_folder(Path(tmp) / RESEARCH_FITS, RESEARCH_FITS)
+        target = Path(self.root) / RESEARCH_FITS
+        with staged_folder(target) as staging:
+            save_fits(runs, Path(staging), facts)
+        return str(target)
+
+    def read_research_fits(self, window: FitWindow) -> dict[str, TrainingRun]:
+        """The stored research fits if they were fitted on `window` of the current panel
+        (the first test fold's window), else none."""
+        if "://" in self.root:
+            folder = self.local_folder("research_fits")
+            self.store().get_folder(folder, RESEARCH_FITS)
+        else:
+            folder = Path(self.root) / RESEARCH_FITS
+        facts, runs = load_fits(folder)
+        current = {"window": window.to_dict(), "panel": self.panel_fingerprint()}
+        same = json.loads(json.dumps(current, default=str)) == facts
+        return runs if same else {}
 
     def read_panel(self) -> PanelData:
         """The stored dense model panel, memory-mapped (a remote root is copied once per

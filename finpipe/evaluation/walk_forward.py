@@ -77,11 +77,17 @@ def fold_forecasts(
     recent_vol: pd.DataFrame,
     mc_samples: int = 0,
     progress: ProgressCallback | None = None,
+    fitted: Mapping[str, TrainingRun] | None = None,
 ) -> tuple[FoldForecasts, dict[str, TrainingRun]]:
-    """Train every family on the fold's window and predict the fold's dates."""
+    """Train every family on the fold's window and predict the fold's dates. `fitted` are
+    runs already fitted on this window with these parameters (the research window's chosen
+    variants: the first test fold's window), used instead of training them again."""
     train, valid = window_views(panel, window)
+    fitted = fitted or {}
     runs = {
-        family: train_family(
+        family: fitted[family]
+        if family in fitted
+        else train_family(
             family, train, valid, dict(params), progress=_tagged(progress, window, family)
         )
         for family, params in families.items()

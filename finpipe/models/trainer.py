@@ -9,8 +9,11 @@ label cutoff.
 from __future__ import annotations
 
 import io
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ import pandas as pd
 from finpipe.core.time_plan import FitWindow
 from finpipe.models.base import Forecaster, LeakageError, ProgressCallback
 from finpipe.models.panel_data import NO_LABEL_END, PanelData
-from finpipe.models.registry import create_model
+from finpipe.models.registry import create_model, load_model
 
 
 @dataclass
@@ -85,6 +88,50 @@ def train_family(
         parameter_count=parameter_count(model),
         device=device,
     )
+
+
+FITS_META = "fits.json"
+
+
+def save_fits(runs: Mapping[str, TrainingRun], folder: Path, facts: Mapping[str, Any]) -> None:
+    """Write fitted runs into `folder` (a model folder per family) with `facts`: what they
+    were fitted on, which a reader compares before reusing them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for family, run in runs.items():
+        run.model.save(folder / family)
+        summary[family] = {
+            "train_samples": run.train_samples,
+            "valid_samples": run.valid_samples,
+            "wall_seconds": run.wall_seconds,
+            "parameter_count": run.parameter_count,
+            "device": run.device,
+        }
+    meta = {"facts": dict(facts), "runs": summary}
+    (folder / FITS_META).write_text(json.dumps(meta, indent=1, default=str))
+
+
+def load_fits(folder: Path) -> tuple[dict[str, Any], dict[str, TrainingRun]]:
+    """(facts, runs) written by `save_fits`; empty when there is nothing readable there."""
+    try:
+        meta = json.loads((folder / FITS_META).read_text())
+        runs = {
+            family: TrainingRun(model=load_model(folder / family), **facts)
+            for family, facts in meta["runs"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, {}
+    return meta["facts"], runs
+
+
+def same_fit(model: Forecaster, family: str, params: Mapping[str, Any], horizons: tuple) -> bool:
+    """Whether `model` is what `train_family(family, ..., params)` fits on views with
+    `horizons` (same family, same parameters after defaults; the views are the caller's)."""
+    if model.name != family:
+        return False
+    expected = create_model(family, horizons=list(horizons), **params).params
+    stored = json.loads(json.dumps(model.params, default=list))
+    return stored == json.loads(json.dumps(expected, default=list))
 
 
 def training_curve_png(history: list[dict[str, Any]], title: str) -> bytes | None:

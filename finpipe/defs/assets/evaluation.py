@@ -44,7 +44,7 @@ from finpipe.evaluation.walk_forward import (
     replay,
 )
 from finpipe.forecasting.uncertainty import recent_volatility
-from finpipe.models.trainer import training_curve_png
+from finpipe.models.trainer import same_fit, training_curve_png
 
 GROUP = "evaluation"
 FOLDS = ("evaluation", "folds")
@@ -122,8 +122,21 @@ def run_replay_fold(
             record.get("valid_loss", float("nan")),
         )
 
+    fitted = {
+        family: run
+        for family, run in storage.read_research_fits(window).items()
+        if family in families and same_fit(run.model, family, families[family], panel.horizons)
+    }
+    if fitted:
+        context.log.info("%s: reuses the research window's fits of %s", fold, sorted(fitted))
     forecasts, runs = fold_forecasts(
-        window, panel, families, recent_volatility(prices), forecasting.mc_samples, log_epoch
+        window,
+        panel,
+        families,
+        recent_volatility(prices),
+        forecasting.mc_samples,
+        log_epoch,
+        fitted,
     )
     tracker = registry.registry(storage)
     tags = {"finpipe.kind": "replay_fold", "finpipe.fold": fold, "code_version": extra["code"]}

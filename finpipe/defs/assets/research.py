@@ -88,6 +88,14 @@ def research_decisions(
         }
         store.write(table, *DECISIONS)
         store.write_json(stored, *DECIDED_PARAMS)
+        fits = {d.family: d.run for d in decisions if d.run is not None}
+        where = storage.write_research_fits(fits, window)
+        context.log.info(
+            "research decisions: the chosen fits of %s stored in %s (the first test fold, "
+            "which trains on this window, reuses them)",
+            sorted(fits),
+            where,
+        )
     chosen = table[table["chosen"]]
     return dg.MaterializeResult(
         metadata={

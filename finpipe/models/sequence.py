@@ -630,6 +630,9 @@ class LSTMForecaster(SequenceForecaster):
     name = "lstm"
     defaults: ClassVar[dict[str, Any]] = {
         **SEQUENCE_DEFAULTS,
+        # Chosen on the bundled data's research window: 6 epochs scored like 8 (validation
+        # rank IC 0.060 against 0.061, standard error 0.033) in two thirds of the time.
+        "max_epochs": 6,
         "bidirectional": False,
         "attention": False,
     }

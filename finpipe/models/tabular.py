@@ -253,7 +253,10 @@ class HistGBMForecaster(TabularForecaster):
         "l2_regularization": 1.0,
         "max_features": 1.0,
         "max_bins": 255,
-        "n_iter_no_change": 20,
+        # Chosen on the bundled data's research window: stopping after 10 rounds without a
+        # gain scored like 20 (validation rank IC 0.058 against 0.043, standard error 0.034)
+        # in 10% less time.
+        "n_iter_no_change": 10,
         "n_jobs": 1,  # OpenMP threads; more than the free cores makes boosting crawl
         "quantiles": [],  # e.g. [0.1, 0.9]: extra quantile models per horizon
     }

@@ -38,6 +38,7 @@ from finpipe.core.storage import atomic_write_bytes, parquet_bytes
 from finpipe.evaluation.backtest import BacktestResult
 from finpipe.evaluation.baselines import BASELINES
 from finpipe.evaluation.regimes import STRESS_WINDOWS
+from finpipe.evaluation.research import DECISION_SUMMARY
 from finpipe.models.registry import is_pytorch_family, list_models
 
 PLOTS = (
@@ -603,17 +604,7 @@ def _sections(result: BacktestResult) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def _decision_log(decisions: pd.DataFrame) -> pd.DataFrame:
-    columns = [
-        "family",
-        "step",
-        "target",
-        "feature_scaling",
-        "feature_selection",
-        "score",
-        "score_se",
-        "chosen",
-    ]
-    return decisions[[c for c in columns if c in decisions.columns]]
+    return decisions[[c for c in DECISION_SUMMARY if c in decisions.columns]]
 
 
 def _coverage_pivot(table: pd.DataFrame) -> pd.DataFrame:

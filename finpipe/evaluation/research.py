@@ -53,6 +53,10 @@ DECISION_COLUMNS = (
 )
 
 
+# The decision log's columns a reader needs (the report's section, the asset's metadata).
+DECISION_SUMMARY = ("family", "step", *INPUT_AXES, "score", "score_se", "chosen")
+
+
 @dataclass(frozen=True)
 class Decision:
     """A family's chosen inputs, every variant it compared (`DECISION_COLUMNS`) and the fit

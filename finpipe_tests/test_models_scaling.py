@@ -94,7 +94,10 @@ def test_a_zscore_target_maps_back_to_returns() -> None:
     standardised = scaler.transform(trained.targets[panel.sample_mask])
     back = scaler.inverse(standardised[:, :, None])[:, :, 0]
     raw = panel.targets[panel.sample_mask]
-    cs_sd = np.sqrt(np.nanmean(np.nanvar(panel.targets, axis=1), axis=0))
+    cs_sd = [  # per horizon, over the dates with a label (the newest have none)
+        np.sqrt(np.nanmean(np.nanvar(t[np.isfinite(t).any(axis=1)], axis=1)))
+        for t in np.moveaxis(panel.targets, -1, 0)
+    ]
     np.testing.assert_allclose(scaler.spread, cs_sd, rtol=1e-5)
     np.testing.assert_allclose(scaler.level, np.nanmean(raw, axis=0), rtol=1e-4, atol=1e-7)
     # inverse(transform(target)) is level + spread x the per-date z-score: within a date

@@ -43,7 +43,7 @@ def test_dates_never_pass_the_end_and_keep_their_values():
     shifted = SyntheticConfig(n_tickers=2, n_days=6300, seed=4, end="2026-06-13")  # a Saturday
     dates = shifted.dates
     assert len(dates) == 6300 and dates.is_monotonic_increasing
-    assert dates[-1] == pd.Timestamp("2026-06-12") and (dates.dayofweek < 5).all()
+    assert dates[-1] == pd.Timestamp("2026-06-12") and (dates.day_of_week < 5).all()
     unshifted = SyntheticConfig(n_tickers=2, n_days=6300, seed=4, end="2100-01-01")
     assert unshifted.dates[0] == pd.Timestamp("2005-01-03") and unshifted.dates[-1] > today
     a, b = synthetic_panel(shifted), synthetic_panel(unshifted)

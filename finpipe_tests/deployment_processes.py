@@ -24,12 +24,11 @@ from typing import Any
 
 import requests
 
+from finpipe.serving.dagster_client import LAUNCH_RUN, LOCATION, REPOSITORY, RUN
 from finpipe_tests.postgres_server import PostgresServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-LOCATION = "finpipe"
-REPOSITORY = "__repository__"
 MODULE = "finpipe.definitions"
 # workspace.yaml reads the code server's address from these.
 CODE_SERVER_HOST_ENV = "DAGSTER_CODE_SERVER_HOST"
@@ -129,28 +128,6 @@ def group_alive(pgid: int) -> bool:
         return False
     return True
 
-
-LAUNCH_RUN = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on PipelineNotFoundError { message }
-  }
-}
-"""
-
-RUN = """
-query($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { runId jobName status startTime endTime tags { key value } }
-  }
-}
-"""
 
 RUNS_WITH_TAG = """
 query($key: String!, $value: String!) {

@@ -6,10 +6,10 @@ import os
 import tempfile
 import typing
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -48,6 +48,7 @@ TUNED_PARAMS = ("models", "tuned_params")
 DECIDED_PARAMS = ("research", "decided_params")
 DECISIONS = ("research", "decisions")
 RESEARCH_FITS = "research/fits"
+T = TypeVar("T")
 
 
 def family_overrides(params_json: str, family: str) -> dict:
@@ -146,30 +147,29 @@ class StorageResource(Settings):
         """Where a family's training checkpoints go, so training resumes after a crash."""
         return str(self.local_folder("checkpoints", family))
 
+    def _write_folder(self, name: str, write: Callable[[Path], T]) -> tuple[str, T]:
+        """Have `write` fill a new folder and put it at `name` under the root, replacing what
+        was there only once complete; returns (where, what `write` returned)."""
+        if "://" in self.root:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = write(Path(tmp) / name)
+                return self.store().put_folder(Path(tmp) / name, name), result
+        target = Path(self.root) / name
+        with staged_folder(target) as staging:
+            result = write(Path(staging))
+        return str(target), result
+
     def write_panel(self, panel: PanelData) -> tuple[str, str]:
         """Store the dense model panel under `panel/` (replacing it once complete);
         returns (where, fingerprint)."""
-        if "://" in self.root:
-            with tempfile.TemporaryDirectory() as tmp:
-                fingerprint = save_panel(panel, Path(tmp) / PANEL_FOLDER)
-                return self.store().put_folder(Path(tmp) / PANEL_FOLDER, PANEL_FOLDER), fingerprint
-        target = Path(self.root) / PANEL_FOLDER
-        with staged_folder(target) as staging:
-            fingerprint = save_panel(panel, staging)
-        return str(target), fingerprint
+        return self._write_folder(PANEL_FOLDER, lambda folder: save_panel(panel, folder))
 
     def write_research_fits(self, runs: Mapping[str, TrainingRun], window: FitWindow) -> str:
         """Store the research window's chosen fits under `research/fits/` (replacing them
         once complete) with the window and the panel they were fitted on; returns where."""
         facts = {"window": window.to_dict(), "panel": self.panel_fingerprint()}
-        if "://" in self.root:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_fits(runs, Path(tmp) / RESEARCH_FITS, facts)
-                return self.store().put_folder(Path(tmp) / RESEARCH_FITS, RESEARCH_FITS)
-        target = Path(self.root) / RESEARCH_FITS
-        with staged_folder(target) as staging:
-            save_fits(runs, Path(staging), facts)
-        return str(target)
+        where, _ = self._write_folder(RESEARCH_FITS, lambda f: save_fits(runs, f, facts))
+        return where
 
     def read_research_fits(self, window: FitWindow) -> dict[str, TrainingRun]:
         """The stored research fits if they were fitted on `window` of the current panel
